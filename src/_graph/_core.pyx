@@ -1,0 +1,608 @@
+"""daskray's compiled graph core: intern, order, cull and fuse a task graph into a plan.
+
+The core sees a graph as ``names`` (the key objects) and, per key, the keys it depends on. It
+knows nothing of Ray or of dask's task objects; ``daskray`` turns dask graphs into that form and
+turns the :class:`Plan` into Ray tasks. ``_pure.py`` is a pure-Python twin with the same steps in
+the same order (selected by ``DASKRAY_NO_EXTENSIONS=1``); one test suite checks both.
+
+Interning
+---------
+``intern(names, deps)`` maps each key to its position (a dense ``int64`` id) once, at the
+boundary, and builds the dependency CSR: node ``i`` depends on
+``indices[indptr[i]:indptr[i+1]]``, sorted by id without repeats, so plans do not depend on
+``frozenset`` iteration order. A dependency that is not a key raises
+:class:`MissingDependencyError` naming it and the tasks that need it, before anything runs.
+
+Order
+-----
+``plan`` walks from the targets along dependencies with an explicit stack (no recursion: graphs
+of 10^6 nodes are long chains as often as wide fans) and emits each node after its
+dependencies: a depth-first post-order. That order is topological, culls everything the targets
+do not need, and finishes one branch before it starts the next, which is what keeps dask.order's
+memory low. A dependency met while it is still on the stack is a cycle; :class:`CycleError`
+lists its keys. A node's position in ``order`` is its priority.
+
+Fusion
+------
+Ray costs about a millisecond per task, so tiny dask tasks are run in groups; one Ray task runs
+one group. Groups are built so that the graph of groups stays acyclic *by construction*: in
+every group, each node that receives a value from outside reaches, inside the group, every node
+whose value leaves it. A cycle of groups would then be a cycle of nodes. Three shapes qualify:
+
+* split groups -- a node ``s`` with at least ``split_fanout`` dependents whose only dependency is
+  ``s`` (dask's ``split``/``getitem`` fan-out of a shuffle) runs with those dependents, each of
+  which becomes its own output (``num_returns``)::
+
+        s ─┬─> getitem 0 ─> ...          one Ray task, outputs getitem 0..k
+           ├─> getitem 1 ─> ...
+           └─> getitem k ─> ...
+
+* trees -- a node with exactly one dependent hangs below it (its *parent*); the nodes below a
+  node form a tree whose values leave only through its top. Walking ``order`` (children before
+  parents), a node collects the pending weight of its children. When that exceeds
+  ``group_weight`` the children's pending pieces are packed, in order, into groups of about
+  ``group_weight`` (siblings, all feeding the node): these run in parallel, which is what keeps
+  a tree reduction of 20,000 leaves as wide as the cluster. What is left stays pending on the
+  node and moves up. A tree ends at a node with no or several dependents and is closed there::
+
+        a b c d   e f g h          group_weight 4: [a b c d] [e f g h] run in parallel,
+        └┬┘ └┬┘   └┬┘ └┬┘          and the sums above them form a third group
+         s1  s2    s3  s4
+         └─┬─┘     └─┬─┘
+           t1        t2
+           └────┬────┘
+               sum
+
+* sink bundles -- small trees whose top nothing depends on (outputs only) are bundled, in
+  order, up to ``group_weight``: 1,000 independent chains become a few Ray tasks.
+
+Linear chains are trees with one child per node. Nodes of different ``classes`` (annotations,
+Ray options) are never grouped together, and a ``BLOCK_FUSION`` flag keeps a node alone.
+``group_weight <= 1`` turns fusion off (one group per node). Groups are then numbered by a
+topological sort of the group graph (Kahn's algorithm, earliest member first), members keep
+``order``, and each group lists its external inputs and its outputs.
+"""
+
+from cpython.array cimport array, clone, resize
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from libc.string cimport memset
+
+from ._common import (
+    BLOCK_FUSION,
+    Plan,
+    cycle_error,
+    invalid_key_error,
+    missing_dependency_error,
+)
+
+__all__ = ["intern", "plan"]
+
+ctypedef long long i64
+
+cdef array _I64 = array("q")
+
+
+cdef inline array _new(Py_ssize_t n, bint zero=True):
+    return clone(_I64, n, zero)
+
+
+cdef class _Buf:
+    """A malloc'ed int64 scratch array freed with its owner."""
+    cdef i64 *p
+    cdef Py_ssize_t n
+
+    def __cinit__(self, Py_ssize_t n, i64 fill):
+        cdef Py_ssize_t i
+        self.n = n
+        self.p = <i64 *> PyMem_Malloc(max(n, 1) * sizeof(i64))
+        if self.p == NULL:
+            raise MemoryError()
+        if fill == 0:
+            memset(self.p, 0, max(n, 1) * sizeof(i64))
+        else:
+            for i in range(n):
+                self.p[i] = fill
+
+    def __dealloc__(self):
+        PyMem_Free(self.p)
+
+
+cdef void _sort_row(i64 *a, Py_ssize_t n) noexcept nogil:
+    # insertion sort: dask rows are short (a handful of dependencies)
+    cdef Py_ssize_t i, j
+    cdef i64 x
+    for i in range(1, n):
+        x = a[i]
+        j = i - 1
+        while j >= 0 and a[j] > x:
+            a[j + 1] = a[j]
+            j -= 1
+        a[j + 1] = x
+
+
+def intern(list names, deps):
+    """Intern keys to dense ids and build the dependency CSR.
+
+    Parameters
+    ----------
+    names : list
+        ``names[i]`` is the key of node ``i``.
+    deps : sequence
+        ``deps[i]`` iterates the keys node ``i`` depends on.
+
+    Returns
+    -------
+    (index, indptr, indices)
+        ``index`` maps key -> id; node ``i`` depends on ``indices[indptr[i]:indptr[i+1]]``.
+
+    Examples
+    --------
+    >>> index, indptr, indices = intern(["x", "y"], [(), ("x",)])
+    >>> index, list(indptr), list(indices)
+    ({'x': 0, 'y': 1}, [0, 0, 1], [0])
+    """
+    cdef Py_ssize_t n = len(names)
+    cdef Py_ssize_t i, k, r, e, start, cap
+    cdef dict index = {}
+    cdef dict missing = {}
+    cdef object key, d, j
+    if len(deps) != n:
+        raise ValueError(f"names and deps differ in length: {n} != {len(deps)}")
+    for i in range(n):
+        key = names[i]
+        try:
+            index[key] = i
+        except TypeError:
+            raise invalid_key_error(key, "it is not hashable") from None
+    cdef array indptr = _new(n + 1)
+    cap = n + 16
+    cdef array indices = _new(cap, False)
+    e = 0
+    for i in range(n):
+        start = e
+        for d in deps[i]:
+            try:
+                j = index.get(d)
+            except TypeError:
+                raise invalid_key_error(d, f"it is not hashable (a dependency of {names[i]!r})") from None
+            if j is None:
+                missing.setdefault(d, []).append(names[i])
+                continue
+            if e == cap:
+                cap = cap * 2
+                resize(indices, cap)
+            indices.data.as_longlongs[e] = <i64> j
+            e += 1
+        _sort_row(indices.data.as_longlongs + start, e - start)
+        # drop repeats in place
+        if e - start > 1:
+            k = start + 1
+            for r in range(start + 1, e):
+                if indices.data.as_longlongs[r] != indices.data.as_longlongs[k - 1]:
+                    indices.data.as_longlongs[k] = indices.data.as_longlongs[r]
+                    k += 1
+            e = k
+        indptr.data.as_longlongs[i + 1] = e
+    if missing:
+        key, d = next(iter(missing.items()))
+        raise missing_dependency_error(key, d)
+    resize(indices, e)
+    return index, indptr, indices
+
+
+cdef array _as_i64(object seq, Py_ssize_t n, i64 default, str what):
+    cdef array a
+    cdef Py_ssize_t i
+    if seq is None:
+        a = _new(n, default == 0)
+        if default != 0:
+            for i in range(n):
+                a.data.as_longlongs[i] = default
+        return a
+    if isinstance(seq, array) and (<array> seq).ob_descr.typecode == b"q":
+        a = <array> seq
+    else:
+        a = array("q", seq)
+    if len(a) != n:
+        raise ValueError(f"{what} must have {n} entries, got {len(a)}")
+    return a
+
+
+def plan(list names, indptr_in, indices_in, targets, weights=None, classes=None, flags=None,
+         i64 group_weight=1, Py_ssize_t split_fanout=2):
+    """Order, cull and fuse a graph into groups.
+
+    Parameters
+    ----------
+    names : list
+        The keys (``Plan.names``).
+    indptr_in, indices_in : array
+        The dependency CSR from :func:`intern`.
+    targets : iterable of int
+        Ids of the requested keys.
+    weights, classes, flags : sequence of int, optional
+        Per node: estimated cost (default 1), fusion class (nodes of different classes never
+        share a group; default 0) and ``BLOCK_FUSION``/``DATA_PRODUCER`` bits.
+    group_weight : int
+        Target weight of a group; ``<= 1`` disables fusion.
+    split_fanout : int
+        Minimum number of single-dependency dependents that make a split group.
+
+    Returns
+    -------
+    Plan
+
+    Examples
+    --------
+    >>> index, indptr, indices = intern(["x", "y", "z"], [(), ("x",), ("y",)])
+    >>> p = plan(["x", "y", "z"], indptr, indices, [2], group_weight=10)
+    >>> list(p.order), p.ngroups, list(p.outputs)
+    ([0, 1, 2], 1, [2])
+    """
+    cdef Py_ssize_t n = len(names)
+    cdef array indptr_a = _as_i64(indptr_in, n + 1, 0, "indptr")
+    cdef array indices_a = _as_i64(indices_in, len(indices_in), 0, "indices")
+    cdef i64 *indptr = indptr_a.data.as_longlongs
+    cdef i64 *indices = indices_a.data.as_longlongs
+    targets = list(targets)
+    cdef array tgt = _as_i64(targets, len(targets), 0, "targets")
+    cdef Py_ssize_t nt = len(tgt)
+    cdef Py_ssize_t i, q, m, top
+    cdef i64 t, u, v, p, c, d, g, h, s, w, cnt, total, bh, bt, bw, kls, sh
+    for i in range(nt):
+        t = tgt.data.as_longlongs[i]
+        if not 0 <= t < n:
+            raise IndexError(f"target id {t} out of range for {n} nodes")
+    cdef array weights_a = _as_i64(weights, n, 1, "weights")
+    cdef array classes_a = _as_i64(classes, n, 0, "classes")
+    cdef array flags_a = _as_i64(flags, n, 0, "flags")
+    cdef i64 *wt = weights_a.data.as_longlongs
+    cdef i64 *kl = classes_a.data.as_longlongs
+    cdef i64 *fl = flags_a.data.as_longlongs
+    cdef i64 BLOCK = BLOCK_FUSION
+
+    # 1. order: iterative depth-first post-order from the targets
+    cdef _Buf state_b = _Buf(n, 0)
+    cdef _Buf pos_b = _Buf(n, 0)
+    cdef _Buf stack_b = _Buf(n, 0)
+    cdef i64 *state = state_b.p
+    cdef i64 *pos = pos_b.p
+    cdef i64 *stack = stack_b.p
+    cdef array order = _new(n, False)
+    cdef i64 *od = order.data.as_longlongs
+    m = 0
+    for i in range(nt):
+        t = tgt.data.as_longlongs[i]
+        if state[t]:
+            continue
+        top = 0
+        stack[0] = t
+        state[t] = 1
+        pos[t] = indptr[t]
+        while top >= 0:
+            u = stack[top]
+            p = pos[u]
+            if p < indptr[u + 1]:
+                pos[u] = p + 1
+                v = indices[p]
+                if state[v] == 0:
+                    state[v] = 1
+                    pos[v] = indptr[v]
+                    top += 1
+                    stack[top] = v
+                elif state[v] == 1:
+                    q = 0
+                    while stack[q] != v:
+                        q += 1
+                    raise cycle_error([names[stack[c]] for c in range(q, top + 1)] + [names[v]])
+            else:
+                top -= 1
+                state[u] = 2
+                od[m] = u
+                m += 1
+    resize(order, m)
+    od = order.data.as_longlongs
+
+    # 2. dependents among the needed nodes (CSR)
+    cdef _Buf dcount_b = _Buf(n, 0)
+    cdef _Buf dptr_b = _Buf(n + 1, 0)
+    cdef i64 *dcount = dcount_b.p
+    cdef i64 *dptr = dptr_b.p
+    for i in range(m):
+        u = od[i]
+        for p in range(indptr[u], indptr[u + 1]):
+            dcount[indices[p]] += 1
+    for i in range(n):
+        dptr[i + 1] = dptr[i] + dcount[i]
+    cdef _Buf fill_b = _Buf(n, 0)
+    cdef i64 *fill = fill_b.p
+    for i in range(n):
+        fill[i] = dptr[i]
+    cdef _Buf depof_b = _Buf(dptr[n], 0)
+    cdef i64 *dep_of = depof_b.p
+    for i in range(m):
+        u = od[i]
+        for p in range(indptr[u], indptr[u + 1]):
+            v = indices[p]
+            dep_of[fill[v]] = u
+            fill[v] += 1
+
+    # 3. fusion into tentative groups
+    cdef _Buf gid_b = _Buf(n, -1)
+    cdef _Buf split_b = _Buf(n, 0)
+    cdef _Buf parent_b = _Buf(n, -1)
+    cdef i64 *gid = gid_b.p
+    cdef i64 *head_of_split = split_b.p
+    cdef i64 *parent = parent_b.p
+    cdef i64 ng = 0
+    cdef bint fuse = group_weight > 1
+    if fuse and split_fanout >= 2:
+        for i in range(m):
+            s = od[i]
+            if gid[s] != -1 or fl[s] & BLOCK:
+                continue
+            cnt = 0
+            for q in range(dptr[s], dptr[s + 1]):
+                d = dep_of[q]
+                if (indptr[d + 1] - indptr[d] == 1 and gid[d] == -1 and kl[d] == kl[s]
+                        and not fl[d] & BLOCK):
+                    cnt += 1
+            if cnt < split_fanout:
+                continue
+            gid[s] = ng
+            head_of_split[s] = 1
+            w = wt[s]
+            for q in range(dptr[s], dptr[s + 1]):
+                if w >= group_weight:
+                    break
+                d = dep_of[q]
+                if (indptr[d + 1] - indptr[d] == 1 and gid[d] == -1 and kl[d] == kl[s]
+                        and not fl[d] & BLOCK):
+                    gid[d] = ng
+                    w += wt[d]
+            ng += 1
+
+    if fuse:
+        for i in range(m):
+            u = od[i]
+            if dcount[u] != 1 or gid[u] != -1 or fl[u] & BLOCK:
+                continue
+            d = dep_of[dptr[u]]
+            if (gid[d] == -1 or head_of_split[d]) and kl[d] == kl[u] and not fl[d] & BLOCK:
+                parent[u] = d
+
+    cdef _Buf nxt_b = _Buf(n, -1)
+    cdef _Buf tail_b = _Buf(n, -1)
+    cdef _Buf pend_b = _Buf(n, 0)
+    cdef i64 *nxt = nxt_b.p
+    cdef i64 *tail = tail_b.p
+    cdef i64 *pend_w = pend_b.p
+    cdef dict sink_head = {}
+    cdef dict sink_tail = {}
+    cdef dict sink_w = {}
+
+    for i in range(m):
+        u = od[i]
+        if gid[u] != -1 and not head_of_split[u]:
+            continue
+        total = wt[u]
+        for p in range(indptr[u], indptr[u + 1]):
+            c = indices[p]
+            if parent[c] == u:
+                total += pend_w[c]
+        tail[u] = u
+        if total > group_weight:
+            bh = -1
+            bt = -1
+            bw = 0
+            for p in range(indptr[u], indptr[u + 1]):
+                c = indices[p]
+                if parent[c] != u:
+                    continue
+                if pend_w[c] >= group_weight:
+                    ng = _close(gid, nxt, c, ng)
+                    continue
+                if bh == -1:
+                    bh = c
+                else:
+                    nxt[bt] = c
+                bt = tail[c]
+                bw += pend_w[c]
+                if bw >= group_weight:
+                    ng = _close(gid, nxt, bh, ng)
+                    bh = -1
+                    bt = -1
+                    bw = 0
+            if bh != -1:
+                nxt[u] = bh
+                tail[u] = bt
+            pend_w[u] = wt[u] + bw
+        else:
+            for p in range(indptr[u], indptr[u + 1]):
+                c = indices[p]
+                if parent[c] == u:
+                    nxt[tail[u]] = c
+                    tail[u] = tail[c]
+            pend_w[u] = total
+        if parent[u] != -1:
+            continue
+        if head_of_split[u]:
+            h = nxt[u]
+            while h != -1:
+                gid[h] = gid[u]
+                h = nxt[h]
+        elif dcount[u] == 0 and fuse and pend_w[u] < group_weight:
+            kls = kl[u]
+            if kls in sink_head:
+                nxt[<i64> sink_tail[kls]] = u
+                sink_w[kls] += pend_w[u]
+            else:
+                sink_head[kls] = u
+                sink_w[kls] = pend_w[u]
+            sink_tail[kls] = tail[u]
+            if sink_w[kls] >= group_weight:
+                sh = sink_head.pop(kls)
+                ng = _close(gid, nxt, sh, ng)
+        else:
+            ng = _close(gid, nxt, u, ng)
+    for kls in sorted(sink_head):
+        sh = sink_head[kls]
+        ng = _close(gid, nxt, sh, ng)
+
+    # 4. number the groups in a topological order of the groups (Kahn), earliest first
+    cdef _Buf first_b = _Buf(ng, m)
+    cdef _Buf gdeg_b = _Buf(ng, 0)
+    cdef _Buf gcount_b = _Buf(ng + 1, 0)
+    cdef i64 *first = first_b.p
+    cdef i64 *gdeg = gdeg_b.p
+    cdef i64 *gcount = gcount_b.p
+    for i in range(m):
+        g = gid[od[i]]
+        if first[g] == m:
+            first[g] = i
+    for i in range(m):
+        v = od[i]
+        g = gid[v]
+        for p in range(indptr[v], indptr[v + 1]):
+            h = gid[indices[p]]
+            if h != g:
+                gcount[h + 1] += 1
+                gdeg[g] += 1
+    for g in range(ng):
+        gcount[g + 1] += gcount[g]
+    cdef _Buf gfill_b = _Buf(ng, 0)
+    cdef i64 *gfill = gfill_b.p
+    for g in range(ng):
+        gfill[g] = gcount[g]
+    cdef _Buf gsucc_b = _Buf(gcount[ng], 0)
+    cdef i64 *gsucc = gsucc_b.p
+    for i in range(m):
+        v = od[i]
+        g = gid[v]
+        for p in range(indptr[v], indptr[v + 1]):
+            h = gid[indices[p]]
+            if h != g:
+                gsucc[gfill[h]] = g
+                gfill[h] += 1
+    cdef _Buf newid_b = _Buf(ng, -1)
+    cdef i64 *newid = newid_b.p
+    cdef _Buf heap_b = _Buf(ng, 0)  # binary min-heap of groups keyed by first[]
+    cdef i64 *heap = heap_b.p
+    cdef Py_ssize_t hn = 0
+    cdef i64 done = 0
+    for g in range(ng):
+        if gdeg[g] == 0:
+            hn = _heap_push(heap, hn, first, g)
+    while hn > 0:
+        g = heap[0]
+        hn = _heap_pop(heap, hn, first)
+        newid[g] = done
+        done += 1
+        for q in range(gcount[g], gcount[g + 1]):
+            h = gsucc[q]
+            gdeg[h] -= 1
+            if gdeg[h] == 0:
+                hn = _heap_push(heap, hn, first, h)
+    if done != ng:
+        raise RuntimeError("daskray internal error: fused groups form a cycle; please report this graph")
+
+    # 5. the plan's CSR arrays
+    cdef array group_of = _new(n, False)
+    cdef i64 *gof = group_of.data.as_longlongs
+    for i in range(n):
+        gof[i] = -1
+    cdef array members_ptr = _new(ng + 1)
+    cdef i64 *mptr = members_ptr.data.as_longlongs
+    for i in range(m):
+        v = od[i]
+        g = newid[gid[v]]
+        gof[v] = g
+        mptr[g + 1] += 1
+    for g in range(ng):
+        mptr[g + 1] += mptr[g]
+    cdef array members = _new(m, False)
+    cdef i64 *mem = members.data.as_longlongs
+    for g in range(ng):
+        gfill[g] = mptr[g]
+    for i in range(m):
+        v = od[i]
+        g = gof[v]
+        mem[gfill[g]] = v
+        gfill[g] += 1
+    cdef _Buf is_target_b = _Buf(n, 0)
+    cdef i64 *is_target = is_target_b.p
+    for i in range(nt):
+        is_target[tgt.data.as_longlongs[i]] = 1
+    cdef _Buf seen_b = _Buf(n, -1)
+    cdef i64 *seen = seen_b.p
+    cdef array inputs_ptr = _new(ng + 1)
+    cdef array outputs_ptr = _new(ng + 1)
+    cdef array inputs = _new(m, False)
+    cdef array outputs = _new(m, False)
+    cdef i64 ni = 0, no = 0, icap = m
+    cdef bint out
+    for g in range(ng):
+        for i in range(mptr[g], mptr[g + 1]):
+            v = mem[i]
+            for p in range(indptr[v], indptr[v + 1]):
+                u = indices[p]
+                if gof[u] != g and seen[u] != g:
+                    seen[u] = g
+                    if ni == icap:
+                        icap = icap * 2 + 16
+                        resize(inputs, icap)
+                    inputs.data.as_longlongs[ni] = u
+                    ni += 1
+            out = is_target[v] != 0
+            if not out:
+                for q in range(dptr[v], dptr[v + 1]):
+                    if gof[dep_of[q]] != g:
+                        out = True
+                        break
+            if out:
+                outputs.data.as_longlongs[no] = v
+                no += 1
+        inputs_ptr.data.as_longlongs[g + 1] = ni
+        outputs_ptr.data.as_longlongs[g + 1] = no
+    resize(inputs, ni)
+    resize(outputs, no)
+    return Plan(names, order, group_of, ng, members_ptr, members, inputs_ptr, inputs,
+                outputs_ptr, outputs)
+
+
+cdef inline i64 _close(i64 *gid, i64 *nxt, i64 h, i64 ng) noexcept:
+    while h != -1:
+        gid[h] = ng
+        h = nxt[h]
+    return ng + 1
+
+
+cdef inline Py_ssize_t _heap_push(i64 *heap, Py_ssize_t hn, i64 *key, i64 g) noexcept:
+    cdef Py_ssize_t i = hn, parent
+    heap[i] = g
+    while i > 0:
+        parent = (i - 1) >> 1
+        if key[heap[parent]] <= key[heap[i]]:
+            break
+        heap[parent], heap[i] = heap[i], heap[parent]
+        i = parent
+    return hn + 1
+
+
+cdef inline Py_ssize_t _heap_pop(i64 *heap, Py_ssize_t hn, i64 *key) noexcept:
+    cdef Py_ssize_t i = 0, l, r, smallest
+    hn -= 1
+    heap[0] = heap[hn]
+    while True:
+        l = 2 * i + 1
+        r = l + 1
+        smallest = i
+        if l < hn and key[heap[l]] < key[heap[smallest]]:
+            smallest = l
+        if r < hn and key[heap[r]] < key[heap[smallest]]:
+            smallest = r
+        if smallest == i:
+            break
+        heap[i], heap[smallest] = heap[smallest], heap[i]
+        i = smallest
+    return hn

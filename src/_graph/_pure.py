@@ -1,0 +1,357 @@
+"""Pure-Python twin of the compiled core (``_core.pyx``): same functions, results and errors.
+
+Selected with ``DASKRAY_NO_EXTENSIONS=1``; the test suite runs both and a parity test feeds both
+the same random graphs. Read ``_core.pyx`` for the design; the two files follow the same steps in
+the same order, so that ties break the same way and plans come out identical.
+"""
+
+from __future__ import annotations
+
+import heapq
+from array import array
+
+from ._common import (
+    BLOCK_FUSION,
+    Plan,
+    cycle_error,
+    invalid_key_error,
+    missing_dependency_error,
+)
+
+__all__ = ["intern", "plan"]
+
+
+def intern(names: list, deps: list) -> tuple[dict, array, array]:
+    """Intern keys to dense ids and build the dependency CSR.
+
+    ``names[i]`` is the key of node ``i``; ``deps[i]`` iterates the keys node ``i`` depends
+    on. Returns ``(index, indptr, indices)``: ``index`` maps key -> id, and node ``i``
+    depends on ``indices[indptr[i]:indptr[i+1]]`` (sorted, without repeats).
+    """
+    if len(deps) != len(names):
+        raise ValueError(f"names and deps differ in length: {len(names)} != {len(deps)}")
+    index = {}
+    for i, k in enumerate(names):
+        try:
+            index[k] = i
+        except TypeError:
+            raise invalid_key_error(k, "it is not hashable") from None
+    indptr = array("q", [0])
+    indices = array("q")
+    missing: dict = {}
+    for i, ds in enumerate(deps):
+        row = []
+        for d in ds:
+            try:
+                j = index.get(d)
+            except TypeError:
+                raise invalid_key_error(d, f"it is not hashable (a dependency of {names[i]!r})") from None
+            if j is None:
+                missing.setdefault(d, []).append(names[i])
+            else:
+                row.append(j)
+        row.sort()
+        last = -1
+        for j in row:
+            if j != last:
+                indices.append(j)
+                last = j
+        indptr.append(len(indices))
+    if missing:
+        key, dependents = next(iter(missing.items()))
+        raise missing_dependency_error(key, dependents)
+    return index, indptr, indices
+
+
+def plan(
+    names: list,
+    indptr: array,
+    indices: array,
+    targets,
+    weights=None,
+    classes=None,
+    flags=None,
+    group_weight: int = 1,
+    split_fanout: int = 2,
+) -> Plan:
+    """Order, cull and fuse a graph into groups; see ``_core.pyx`` for the algorithm."""
+    n = len(names)
+    if len(indptr) != n + 1:
+        raise ValueError(f"indptr must have {n + 1} entries, got {len(indptr)}")
+    targets = list(targets)
+    for t in targets:
+        if not 0 <= t < n:
+            raise IndexError(f"target id {t} out of range for {n} nodes")
+    weights = [1] * n if weights is None else weights
+    classes = [0] * n if classes is None else classes
+    flags = [0] * n if flags is None else flags
+
+    # 1. order: iterative depth-first post-order from the targets (culls as it goes)
+    state = [0] * n  # 0 unseen, 1 on the stack, 2 done
+    pos = [0] * n
+    order = array("q")
+    for t in targets:
+        if state[t]:
+            continue
+        stack = [t]
+        state[t] = 1
+        pos[t] = indptr[t]
+        while stack:
+            u = stack[-1]
+            p = pos[u]
+            if p < indptr[u + 1]:
+                pos[u] = p + 1
+                v = indices[p]
+                if state[v] == 0:
+                    state[v] = 1
+                    pos[v] = indptr[v]
+                    stack.append(v)
+                elif state[v] == 1:
+                    cyc = stack[stack.index(v) :]
+                    cyc.append(v)
+                    raise cycle_error([names[c] for c in cyc])
+            else:
+                stack.pop()
+                state[u] = 2
+                order.append(u)
+    m = len(order)
+    rank = [-1] * n
+    for i in range(m):
+        rank[order[i]] = i
+
+    # 2. dependents among the needed nodes (CSR), in order
+    dcount = [0] * n
+    for u in order:
+        for p in range(indptr[u], indptr[u + 1]):
+            dcount[indices[p]] += 1
+    dptr = [0] * (n + 1)
+    for i in range(n):
+        dptr[i + 1] = dptr[i] + dcount[i]
+    fill = dptr[:n]
+    dep_of = [0] * dptr[n]
+    for u in order:
+        for p in range(indptr[u], indptr[u + 1]):
+            v = indices[p]
+            dep_of[fill[v]] = u
+            fill[v] += 1
+
+    # 3. fusion into tentative groups
+    gid = [-1] * n
+    ng = 0
+    fuse = group_weight > 1
+    head_of_split = [False] * n
+    if fuse and split_fanout >= 2:
+        for s in order:
+            if gid[s] != -1 or flags[s] & BLOCK_FUSION:
+                continue
+            cnt = 0
+            for q in range(dptr[s], dptr[s + 1]):
+                d = dep_of[q]
+                if (
+                    indptr[d + 1] - indptr[d] == 1
+                    and gid[d] == -1
+                    and classes[d] == classes[s]
+                    and not flags[d] & BLOCK_FUSION
+                ):
+                    cnt += 1
+            if cnt < split_fanout:
+                continue
+            gid[s] = ng
+            head_of_split[s] = True
+            w = weights[s]
+            for q in range(dptr[s], dptr[s + 1]):
+                if w >= group_weight:
+                    break
+                d = dep_of[q]
+                if (
+                    indptr[d + 1] - indptr[d] == 1
+                    and gid[d] == -1
+                    and classes[d] == classes[s]
+                    and not flags[d] & BLOCK_FUSION
+                ):
+                    gid[d] = ng
+                    w += weights[d]
+            ng += 1
+
+    parent = [-1] * n
+    if fuse:
+        for u in order:
+            if dcount[u] != 1 or gid[u] != -1 or flags[u] & BLOCK_FUSION:
+                continue
+            d = dep_of[dptr[u]]
+            if (gid[d] == -1 or head_of_split[d]) and classes[d] == classes[u] and not flags[d] & BLOCK_FUSION:
+                parent[u] = d
+
+    # pieces are linked lists of node ids: head/tail per piece root, nxt per node
+    nxt = [-1] * n
+    tail = [-1] * n
+    pend_w = [0] * n
+    sink_head: dict = {}
+    sink_tail: dict = {}
+    sink_w: dict = {}
+
+    def close(h):
+        nonlocal ng
+        while h != -1:
+            gid[h] = ng
+            h = nxt[h]
+        ng += 1
+
+    for u in order:
+        if gid[u] != -1 and not head_of_split[u]:
+            continue
+        total = weights[u]
+        for p in range(indptr[u], indptr[u + 1]):
+            c = indices[p]
+            if parent[c] == u:
+                total += pend_w[c]
+        tail[u] = u
+        if total > group_weight:
+            bh = bt = -1
+            bw = 0
+            for p in range(indptr[u], indptr[u + 1]):
+                c = indices[p]
+                if parent[c] != u:
+                    continue
+                if pend_w[c] >= group_weight:
+                    close(c)
+                    continue
+                if bh == -1:
+                    bh = c
+                else:
+                    nxt[bt] = c
+                bt = tail[c]
+                bw += pend_w[c]
+                if bw >= group_weight:
+                    close(bh)
+                    bh = bt = -1
+                    bw = 0
+            if bh != -1:
+                nxt[u] = bh
+                tail[u] = bt
+            pend_w[u] = weights[u] + bw
+        else:
+            for p in range(indptr[u], indptr[u + 1]):
+                c = indices[p]
+                if parent[c] == u:
+                    nxt[tail[u]] = c
+                    tail[u] = tail[c]
+            pend_w[u] = total
+        if parent[u] != -1:
+            continue
+        if head_of_split[u]:
+            h = nxt[u]
+            while h != -1:
+                gid[h] = gid[u]
+                h = nxt[h]
+        elif dcount[u] == 0 and fuse and pend_w[u] < group_weight:
+            k = classes[u]
+            if k in sink_head:
+                nxt[sink_tail[k]] = u
+                sink_w[k] += pend_w[u]
+            else:
+                sink_head[k] = u
+                sink_w[k] = pend_w[u]
+            sink_tail[k] = tail[u]
+            if sink_w[k] >= group_weight:
+                close(sink_head.pop(k))
+        else:
+            close(u)
+    for k in sorted(sink_head):
+        close(sink_head[k])
+
+    # 4. number the groups in a topological order of the groups (Kahn), earliest first
+    first = [m] * ng
+    for i in range(m):
+        g = gid[order[i]]
+        if first[g] == m:
+            first[g] = i
+    gdeg = [0] * ng
+    gcount = [0] * (ng + 1)
+    for v in order:
+        g = gid[v]
+        for p in range(indptr[v], indptr[v + 1]):
+            h = gid[indices[p]]
+            if h != g:
+                gcount[h + 1] += 1
+                gdeg[g] += 1
+    for g in range(ng):
+        gcount[g + 1] += gcount[g]
+    gfill = gcount[:ng]
+    gsucc = [0] * gcount[ng]
+    for v in order:
+        g = gid[v]
+        for p in range(indptr[v], indptr[v + 1]):
+            h = gid[indices[p]]
+            if h != g:
+                gsucc[gfill[h]] = g
+                gfill[h] += 1
+    heap = [(first[g], g) for g in range(ng) if gdeg[g] == 0]
+    heapq.heapify(heap)
+    newid = [-1] * ng
+    done = 0
+    while heap:
+        _, g = heapq.heappop(heap)
+        newid[g] = done
+        done += 1
+        for q in range(gcount[g], gcount[g + 1]):
+            h = gsucc[q]
+            gdeg[h] -= 1
+            if gdeg[h] == 0:
+                heapq.heappush(heap, (first[h], h))
+    if done != ng:
+        raise RuntimeError("daskray internal error: fused groups form a cycle; please report this graph")
+
+    # 5. the plan's CSR arrays
+    group_of = array("q", [-1]) * n
+    members_ptr = array("q", [0]) * (ng + 1)
+    for v in order:
+        g = newid[gid[v]]
+        group_of[v] = g
+        members_ptr[g + 1] += 1
+    for g in range(ng):
+        members_ptr[g + 1] += members_ptr[g]
+    members = array("q", [0]) * m
+    mfill = members_ptr[:ng]
+    for v in order:
+        g = group_of[v]
+        members[mfill[g]] = v
+        mfill[g] += 1
+    is_target = [False] * n
+    for t in targets:
+        is_target[t] = True
+    seen = [-1] * n
+    inputs_ptr = array("q", [0])
+    inputs = array("q")
+    outputs_ptr = array("q", [0])
+    outputs = array("q")
+    for g in range(ng):
+        for i in range(members_ptr[g], members_ptr[g + 1]):
+            v = members[i]
+            for p in range(indptr[v], indptr[v + 1]):
+                u = indices[p]
+                if group_of[u] != g and seen[u] != g:
+                    seen[u] = g
+                    inputs.append(u)
+            out = is_target[v]
+            if not out:
+                for q in range(dptr[v], dptr[v + 1]):
+                    if group_of[dep_of[q]] != g:
+                        out = True
+                        break
+            if out:
+                outputs.append(v)
+        inputs_ptr.append(len(inputs))
+        outputs_ptr.append(len(outputs))
+    return Plan(
+        names,
+        order,
+        group_of,
+        ng,
+        members_ptr,
+        members,
+        inputs_ptr,
+        inputs,
+        outputs_ptr,
+        outputs,
+    )

@@ -1,0 +1,76 @@
+"""daskray: a high-throughput Dask scheduler on Ray.
+
+>>> import dask, daskray                                   # doctest: +SKIP
+>>> dask.compute(x, scheduler=daskray.get)                 # doctest: +SKIP
+>>> with daskray.enable(num_cpus=2):                       # doctest: +SKIP
+...     x.compute(scheduler="ray")
+
+A compiled core (``daskray._graph``) interns the graph, orders it and fuses it into groups; the
+Python layer ingests every graph form dask produces and submits the plan to Ray in one pass.
+Options live in ``dask.config`` under ``daskray.*`` (see :mod:`daskray.config`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dask
+import dask.base
+
+from . import config as _config
+from ._graph import (
+    COMPILED,
+    CycleError,
+    GraphError,
+    InvalidKeyError,
+    MissingDependencyError,
+    Plan,
+)
+from .scheduler import get, get_sync
+
+__version__ = "0.1.0"
+
+#: names that ``scheduler=`` resolves to daskray once :func:`enable` has run
+SCHEDULER_NAMES = ("ray", "daskray")
+
+__all__ = [
+    "COMPILED",
+    "CycleError",
+    "GraphError",
+    "InvalidKeyError",
+    "MissingDependencyError",
+    "Plan",
+    "disable",
+    "enable",
+    "get",
+    "get_sync",
+]
+
+
+def enable(**options: Any) -> dask.config.set:
+    """Make daskray dask's scheduler; returns ``dask.config.set(...)`` (a context manager).
+
+    ``options`` are daskray options with underscores (``num_cpus=2``, ``address="auto"``,
+    ``fusion={"groups-per-cpu": 8}``, ...); they are set under ``daskray.*``. Also registers
+    ``scheduler="ray"`` and ``scheduler="daskray"`` with dask's scheduler names.
+
+    Examples
+    --------
+    >>> import daskray
+    >>> with daskray.enable(num_cpus=2):
+    ...     dask.config.get("daskray.num-cpus")
+    2
+    """
+    settings = _config.as_config(options)
+    for name in SCHEDULER_NAMES:
+        dask.base.named_schedulers[name] = get
+    return dask.config.set(scheduler=get, **settings)
+
+
+def disable() -> None:
+    """Undo :func:`enable`: unregister the scheduler names and stop using daskray by default."""
+    for name in SCHEDULER_NAMES:
+        if dask.base.named_schedulers.get(name) is get:
+            del dask.base.named_schedulers[name]
+    if dask.config.get("scheduler", None) is get:
+        dask.config.set(scheduler=None)

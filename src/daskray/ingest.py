@@ -1,0 +1,125 @@
+"""Ingest: every graph form dask hands a scheduler, turned into one interned graph.
+
+dask calls a scheduler as ``get(dsk, keys)`` where ``dsk`` is any of
+
+* a dask-expr expression (``dask.compute`` passes ``FinalizeCompute(expr)``): we ask it for
+  ``__dask_graph__()``;
+* a ``HighLevelGraph`` (a Mapping of layers) or a plain dict, whose values are
+  ``dask._task_spec`` nodes (``Task``, ``DataNode``, ``Alias``, containers), legacy tuples
+  ``(func, *args)``, references to other keys, or literal data;
+
+and ``keys`` is a key or an arbitrarily nested list of keys; the answer has the same nesting,
+lists as tuples (dask's ``nested_get``). ``dask._task_spec.convert_legacy_graph`` (dask's own,
+public conversion) normalizes every value to a ``GraphNode``; the compiled core then interns
+keys to ids. Everything that can be wrong with the request -- a requested key that is not in
+the graph, an unhashable key, a task whose function is not callable, a missing dependency, a
+cycle -- raises here or in the core, before anything is submitted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dask._task_spec import DataNode, GraphNode, Task, convert_legacy_graph
+
+from . import _graph
+from ._graph import InvalidKeyError
+
+
+class Graph:
+    """An ingested graph: ``names[i]``/``nodes[i]`` are key and ``GraphNode`` of id ``i``."""
+
+    __slots__ = ("names", "nodes", "index", "indptr", "indices", "targets", "request", "source")
+
+    def __init__(self, names, nodes, index, indptr, indices, targets, request, source):
+        self.names = names
+        self.nodes = nodes
+        self.index = index
+        self.indptr = indptr
+        self.indices = indices
+        self.targets = targets
+        self.request = request
+        self.source = source
+
+    def repack(self, values: list) -> Any:
+        """Arrange ``values`` (one per entry of ``targets``) as the request was nested."""
+        it = iter(values)
+
+        def build(req):
+            if isinstance(req, list):
+                return tuple(build(r) for r in req)
+            return next(it)
+
+        return build(self.request)
+
+
+def _flatten_request(keys: Any, out: list) -> None:
+    stack = [keys]
+    while stack:
+        k = stack.pop()
+        if isinstance(k, list):
+            stack.extend(reversed(k))
+        else:
+            out.append(k)
+
+
+def to_mapping(dsk: Any) -> Mapping:
+    """The task mapping of any graph form (an expression, a HighLevelGraph, a dict)."""
+    if isinstance(dsk, Mapping):
+        return dsk
+    graph = getattr(dsk, "__dask_graph__", None)
+    if graph is None:
+        raise TypeError(
+            f"daskray.get expects a task graph (a dict, a HighLevelGraph or a dask "
+            f"expression), got {type(dsk).__name__}"
+        )
+    return graph()
+
+
+def ingest(dsk: Any, keys: Any) -> Graph:
+    """Normalize ``dsk`` and ``keys`` into a :class:`Graph`; raise on bad input."""
+    source = dsk
+    mapping = to_mapping(dsk)
+    if not isinstance(mapping, dict):
+        mapping = dict(mapping)  # materialize a HighLevelGraph's layers
+    converted = convert_legacy_graph(mapping)
+    names = list(converted)
+    nodes = list(converted.values())
+    for k, node in zip(names, nodes):
+        if type(node) is Task and not callable(node.func):
+            raise TypeError(
+                f"Task {k!r} has a non-callable function {node.func!r}; a task is "
+                "(callable, *args) or dask._task_spec.Task(key, callable, ...)"
+            )
+    index, indptr, indices = _graph.intern(names, [n.dependencies for n in nodes])
+
+    flat: list = []
+    _flatten_request(keys, flat)
+    targets = []
+    missing = []
+    for k in flat:
+        try:
+            i = index.get(k)
+        except TypeError:
+            raise InvalidKeyError(
+                f"Requested key {k!r} is not hashable; request dask keys (str, bytes, int, "
+                "float or tuples of those), or a list of them.",
+                k,
+            ) from None
+        if i is None:
+            missing.append(k)
+        else:
+            targets.append(i)
+    if missing:
+        shown = ", ".join(repr(k) for k in missing[:10])
+        raise KeyError(
+            f"Requested keys not in the graph: {shown}"
+            + (f" ... and {len(missing) - 10} more" if len(missing) > 10 else "")
+        )
+    return Graph(names, nodes, index, indptr, indices, targets, keys, source)
+
+
+def is_data(node: GraphNode) -> bool:
+    """A node that only holds a value (nothing to run)."""
+    return type(node) is DataNode

@@ -1,0 +1,143 @@
+"""``daskray.get``: ingest -> plan -> submit -> gather, one room per step.
+
+::
+
+    dsk, keys ──ingest──> Graph (interned ids, CSR) ──plan (compiled core)──> Plan (groups)
+                                                                                 │
+    values <──gather── ObjectRefs of the requested keys <──submit (one pass)─────┘
+
+The plan is the whole contract between the steps: the same plan runs on Ray (``_ray.submit``)
+or in this process (:func:`run_local`, for ``debug=True`` / :func:`get_sync`), so a failing task
+can be stepped through with ``pdb`` exactly as Ray would have run it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from . import _graph
+from .config import option
+from .ingest import Graph, ingest
+from .worker import run_group
+
+#: keywords dask's own schedulers accept that mean nothing here; dropped silently
+_DASK_LOCAL_KWARGS = ("num_workers", "pool", "chunksize", "get_id", "pack_exception")
+
+
+def _group_weight(n: int, cpus: int, fuse: bool | None) -> int:
+    if fuse is None:
+        fuse = option("fusion.enabled")
+    if not fuse:
+        return 1
+    per_cpu = max(1, int(option("fusion.groups-per-cpu")))
+    lo = max(1, int(option("fusion.min-group-size")))
+    hi = max(lo, int(option("fusion.max-group-size")))
+    return min(hi, max(lo, -(-n // (cpus * per_cpu))))
+
+
+def make_plan(graph: Graph, cpus: int, fuse: bool | None = None) -> _graph.Plan:
+    """Run the compiled core over an ingested graph."""
+    nodes = graph.nodes
+    flags = None
+    if any(n.block_fusion for n in nodes):
+        flags = [_graph.BLOCK_FUSION if n.block_fusion else 0 for n in nodes]
+    weight = _group_weight(len(nodes), cpus, fuse)
+    return _graph.plan(
+        graph.names,
+        graph.indptr,
+        graph.indices,
+        graph.targets,
+        None,
+        None,
+        flags,
+        weight,
+        int(option("fusion.split-fanout")) if weight > 1 else 0,
+    )
+
+
+def run_local(plan: _graph.Plan, graph: Graph) -> list:
+    """Run ``plan`` group by group in this process; return the targets' values."""
+    names, nodes = graph.names, graph.nodes
+    values: dict = {}
+    for g in range(plan.ngroups):
+        members, inputs, outputs = plan.group(g)
+        spec = ([nodes[i] for i in members], [names[i] for i in inputs], [names[i] for i in outputs])
+        result = run_group(spec, *[values[i] for i in inputs])
+        if len(outputs) == 1:
+            values[outputs[0]] = result
+        else:
+            values.update(zip(outputs, result))
+    return [values[t] for t in graph.targets]
+
+
+def get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
+    """Compute ``keys`` of the dask graph ``dsk`` on Ray.
+
+    Use it as ``dask.compute(x, scheduler=daskray.get)``, ``x.compute(scheduler=daskray.get)``,
+    under ``dask.config.set(scheduler=daskray.get)`` or, after :func:`daskray.enable`, as
+    ``scheduler="ray"``.
+
+    Parameters
+    ----------
+    dsk : Mapping or dask expression
+        The task graph, in any form dask produces.
+    keys : key or nested list of keys
+        What to compute; the result is nested the same way (lists come back as tuples).
+    debug : bool, optional
+        Run the very same plan in this process, without Ray (see :func:`get_sync`).
+    fuse : bool, optional
+        Override ``daskray.fusion.enabled``.
+    ray_remote_args : dict, optional
+        Ray options for every Ray task of this compute (``num_cpus``, ``resources``, ...).
+    address, num_cpus : optional
+        Override ``daskray.address`` / ``daskray.num-cpus`` when Ray is not yet connected.
+
+    Examples
+    --------
+    >>> from operator import add
+    >>> get({"x": 1, "y": (add, "x", 10)}, "y", debug=True)
+    11
+    >>> get({"x": 1, "y": (add, "x", 10)}, [["x"], "y"], debug=True)
+    ((1,), 11)
+    """
+    debug = bool(kwargs.pop("debug", False))
+    fuse = kwargs.pop("fuse", None)
+    remote_args = kwargs.pop("ray_remote_args", None)
+    address = kwargs.pop("address", None)
+    num_cpus = kwargs.pop("num_cpus", None)
+    for k in _DASK_LOCAL_KWARGS:
+        kwargs.pop(k, None)
+    if kwargs:
+        raise TypeError(f"daskray.get got unexpected keyword arguments: {sorted(kwargs)}")
+
+    graph = ingest(dsk, keys)
+    if not graph.targets:
+        return graph.repack([])
+    if debug:
+        plan = make_plan(graph, os.cpu_count() or 1, fuse)
+        return graph.repack(run_local(plan, graph))
+
+    from . import _ray
+
+    _ray.connect(
+        option("address", address), option("num-cpus", num_cpus), option("init-kwargs")
+    )
+    plan = make_plan(graph, _ray.cluster_cpus(), fuse)
+    args = dict(option("ray-remote-args"))
+    args.update(remote_args or {})
+    handles = _ray.submit(
+        plan,
+        graph.nodes,
+        graph.targets,
+        remote_args=args,
+        task_names=bool(option("task-names")),
+    )
+    del plan
+    return graph.repack(_ray.gather(handles))
+
+
+def get_sync(dsk: Any, keys: Any, **kwargs: Any) -> Any:
+    """:func:`get` with ``debug=True``: the same plan, run in this process without Ray."""
+    kwargs["debug"] = True
+    return get(dsk, keys, **kwargs)
