@@ -12,6 +12,14 @@ import os
 
 import pytest
 
+# Ray workers unpickle module-level functions by module name: let them import the test modules
+# (pytest imports them as top-level modules from this folder). Set before Ray starts, which
+# hands the environment to its worker processes.
+_TESTS = os.path.dirname(os.path.abspath(__file__))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (_TESTS, os.path.dirname(_TESTS), os.environ.get("PYTHONPATH")) if p
+)
+
 
 
 @pytest.fixture(scope="session")

@@ -48,13 +48,18 @@ def option(name: str, override: Any = None) -> Any:
 
 
 def as_config(options: dict[str, Any]) -> dict[str, Any]:
-    """``{"num_cpus": 2}`` -> ``{"daskray.num-cpus": 2}``, rejecting unknown names."""
-    out = {}
-    for name, value in options.items():
+    """``{"num_cpus": 2, "fusion": {"groups_per_cpu": 8}}`` ->
+    ``{"daskray.num-cpus": 2, "daskray.fusion.groups-per-cpu": 8}``; unknown names raise."""
+    out: dict[str, Any] = {}
+    stack = [("daskray", DEFAULTS, name, value) for name, value in options.items()]
+    while stack:
+        prefix, defaults, name, value = stack.pop()
         key = name.replace("_", "-")
-        head = key.split(".")[0]
-        if head not in DEFAULTS:
-            known = ", ".join(sorted(k.replace("-", "_") for k in DEFAULTS))
-            raise TypeError(f"Unknown daskray option {name!r}; known options: {known}")
-        out[f"daskray.{key}"] = value
+        if key not in defaults:
+            known = ", ".join(sorted(k.replace("-", "_") for k in defaults))
+            raise TypeError(f"Unknown daskray option {name!r} under {prefix!r}; known: {known}")
+        if isinstance(value, dict) and isinstance(defaults[key], dict) and defaults[key]:
+            stack.extend((f"{prefix}.{key}", defaults[key], k, v) for k, v in value.items())
+        else:
+            out[f"{prefix}.{key}"] = value
     return out

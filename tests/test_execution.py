@@ -1,0 +1,136 @@
+"""How a plan reaches Ray: one pass, ObjectRef dependencies, num_returns, names, shared literals,
+and no references left behind."""
+
+from __future__ import annotations
+
+import gc
+
+import dask
+import dask.array as da
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+
+import daskray
+from daskray import _ray
+
+
+class Spy:
+    """Records every Ray task daskray submits: (num_returns, name, spec, args)."""
+
+    def __init__(self, monkeypatch):
+        self.calls = []
+        self.puts = 0
+        real_remote = _ray._remote
+        real_put = _ray.ray.put
+        spy = self
+
+        def remote(num_returns, name, remote_args):
+            fn = real_remote(num_returns, name, remote_args)
+
+            class Wrapped:
+                def remote(self, spec, *args):
+                    spy.calls.append((num_returns, name, spec, args))
+                    return fn.remote(spec, *args)
+
+            return Wrapped()
+
+        def put(value, **kw):
+            spy.puts += 1
+            return real_put(value, **kw)
+
+        monkeypatch.setattr(_ray, "_remote", remote)
+        monkeypatch.setattr(_ray.ray, "put", put)
+
+
+@pytest.fixture
+def spy(monkeypatch, ray_ctx):
+    return Spy(monkeypatch)
+
+
+def test_dependencies_are_object_refs(spy, ray_ctx):
+    """
+    a   b        unfused: 3 Ray tasks, c receives a's and b's ObjectRefs
+     \\ /
+      c
+    """
+    dsk = {"a": (np.ones, 3), "b": (np.zeros, 3), "c": (np.add, "a", "b")}
+    np.testing.assert_array_equal(daskray.get(dsk, "c", fuse=False), np.ones(3))
+    assert len(spy.calls) == 3
+    last = spy.calls[-1]
+    assert [type(a) for a in last[3]] == [ray_ctx.ObjectRef, ray_ctx.ObjectRef]
+    assert last[2][1] == ["a", "b"] and last[2][2] == ["c"]
+
+
+def test_fusion_makes_few_ray_tasks(spy):
+    x = da.ones(200_000, chunks=100).sum()  # ~2,700 dask tasks after dask's optimization
+    assert x.compute(scheduler=daskray.get) == 200_000
+    n_run = sum(len(spec[0]) for _, _, spec, _ in spy.calls)
+    assert n_run > 2000
+    assert 2 <= len(spy.calls) <= 40, len(spy.calls)
+
+
+def test_task_names_carry_key_prefix(spy):
+    x = (da.ones(100, chunks=10) + 1).sum()
+    x.compute(scheduler=daskray.get, fuse=False)
+    names = {c[1] for c in spy.calls}
+    # dask's blockwise fusion names the chunk tasks after their last step (sum-partial)
+    assert {"sum-partial", "sum-aggregate"} <= names, names
+    with dask.config.set({"daskray.task-names": False}):
+        spy.calls.clear()
+        x.compute(scheduler=daskray.get)
+        assert {c[1] for c in spy.calls} == {None}
+
+
+def test_shared_literal_is_put_once(spy):
+    """A DataNode used by many tasks in different Ray tasks travels once (ray.put)."""
+    big = np.arange(100_000.0)
+    dsk = {"big": big}
+    for i in range(8):
+        dsk[("part", i)] = (np.multiply, "big", i)
+    dsk["total"] = (sum, [(np.sum, ("part", i)) for i in range(8)])
+    assert daskray.get(dsk, "total", fuse=False) == big.sum() * 28
+    assert spy.puts == 1
+    for _, _, spec, args in spy.calls:
+        assert not any(v is big for v in spec[0]), "literal inlined into a task spec"
+
+
+def test_split_fanout_uses_num_returns(spy):
+    """The tasks shuffle's split/getitem fan-out becomes one Ray task with several returns."""
+    pdf = pd.DataFrame({"k": np.arange(400) % 13, "v": np.arange(400.0)})
+    df = dd.from_pandas(pdf, npartitions=4).shuffle("k", shuffle_method="tasks")
+    out = df.compute(scheduler=daskray.get)
+    pd.testing.assert_frame_equal(out.sort_values("v"), pdf.sort_values("v"), check_index_type=False)
+    multi = [c for c in spy.calls if c[0] > 1]
+    assert multi, [c[0] for c in spy.calls]
+    for num_returns, _, spec, _ in multi:
+        assert len(spec[2]) == num_returns
+
+
+def test_only_requested_keys_fetched_and_no_refs_left(ray_ctx):
+    cw = ray_ctx._private.worker.global_worker.core_worker
+    gc.collect()
+    before = len(cw.get_all_reference_counts())
+    x = da.random.default_rng(1).random((400, 400), chunks=100)
+    y = (x @ x.T + 1).sum(axis=0)
+    np.testing.assert_allclose(y.compute(scheduler=daskray.get), y.compute(scheduler="sync"))
+    gc.collect()
+    assert len(cw.get_all_reference_counts()) == before
+
+
+def test_intermediate_refs_dropped_during_submission(spy, monkeypatch):
+    """While submitting, the driver holds refs only until their last consumer is submitted."""
+    held = []
+    real_release = _ray._release
+
+    def release(g, iptr, inputs, last_use, refs, data, target_set):
+        real_release(g, iptr, inputs, last_use, refs, data, target_set)
+        held.append(len(refs))
+
+    monkeypatch.setattr(_ray, "_release", release)
+    dsk = {("c", 0): 0}
+    for i in range(1, 200):
+        dsk[("c", i)] = (lambda v: v + 1, ("c", i - 1))
+    assert daskray.get(dsk, ("c", 199), fuse=False) == 199
+    assert max(held) <= 2
