@@ -15,4 +15,5 @@ def plan(
     flags: Sequence[int] | None = ...,
     group_weight: int = ...,
     split_fanout: int = ...,
+    bundle_weight: int = ...,
 ) -> Plan: ...

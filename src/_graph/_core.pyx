@@ -53,8 +53,11 @@ whose value leaves it. A cycle of groups would then be a cycle of nodes. Three s
            └────┬────┘
                sum
 
-* sink bundles -- small trees whose top nothing depends on (outputs only) are bundled, in
-  order, up to ``group_weight``: 1,000 independent chains become a few Ray tasks.
+* bundles -- small trees whose top nothing depends on (outputs only), and small trees into
+  which nothing flows (sources, such as the random chunks that ``x + x.T`` reads twice), are
+  bundled, in order and per class, up to ``bundle_weight``: 1,000 independent chains become a
+  few Ray tasks. A group with no outputs to other groups, or no inputs from them, cannot be on a
+  cycle of groups.
 
 Linear chains are trees with one child per node. Nodes of different ``classes`` (annotations,
 Ray options) are never grouped together, and a ``BLOCK_FUSION`` flag keeps a node alone.
@@ -209,7 +212,7 @@ cdef array _as_i64(object seq, Py_ssize_t n, i64 default, str what):
 
 
 def plan(list names, indptr_in, indices_in, targets, weights=None, classes=None, flags=None,
-         i64 group_weight=1, Py_ssize_t split_fanout=2):
+         i64 group_weight=1, Py_ssize_t split_fanout=2, i64 bundle_weight=0):
     """Order, cull and fuse a graph into groups.
 
     Parameters
@@ -221,12 +224,14 @@ def plan(list names, indptr_in, indices_in, targets, weights=None, classes=None,
     targets : iterable of int
         Ids of the requested keys.
     weights, classes, flags : sequence of int, optional
-        Per node: estimated cost (default 1), fusion class (nodes of different classes never
+        Per node: estimated cost (default: 1 + its number of dependencies), fusion class (nodes of different classes never
         share a group; default 0) and ``BLOCK_FUSION``/``DATA_PRODUCER`` bits.
     group_weight : int
         Target weight of a group; ``<= 1`` disables fusion.
     split_fanout : int
         Minimum number of single-dependency dependents that make a split group.
+    bundle_weight : int
+        Target weight of a bundle of small sink or source trees (``<= 0``: ``group_weight``).
 
     Returns
     -------
@@ -240,6 +245,8 @@ def plan(list names, indptr_in, indices_in, targets, weights=None, classes=None,
     ([0, 1, 2], 1, [2])
     """
     cdef Py_ssize_t n = len(names)
+    if bundle_weight <= 0:
+        bundle_weight = group_weight
     cdef array indptr_a = _as_i64(indptr_in, n + 1, 0, "indptr")
     cdef array indices_a = _as_i64(indices_in, len(indices_in), 0, "indices")
     cdef i64 *indptr = indptr_a.data.as_longlongs
@@ -253,7 +260,13 @@ def plan(list names, indptr_in, indices_in, targets, weights=None, classes=None,
         t = tgt.data.as_longlongs[i]
         if not 0 <= t < n:
             raise IndexError(f"target id {t} out of range for {n} nodes")
-    cdef array weights_a = _as_i64(weights, n, 1, "weights")
+    cdef array weights_a
+    if weights is None:  # default cost: 1 + number of dependencies
+        weights_a = _new(n, False)
+        for i in range(n):
+            weights_a.data.as_longlongs[i] = 1 + indptr[i + 1] - indptr[i]
+    else:
+        weights_a = _as_i64(weights, n, 1, "weights")
     cdef array classes_a = _as_i64(classes, n, 0, "classes")
     cdef array flags_a = _as_i64(flags, n, 0, "flags")
     cdef i64 *wt = weights_a.data.as_longlongs
@@ -374,33 +387,41 @@ def plan(list names, indptr_in, indices_in, targets, weights=None, classes=None,
     cdef _Buf nxt_b = _Buf(n, -1)
     cdef _Buf tail_b = _Buf(n, -1)
     cdef _Buf pend_b = _Buf(n, 0)
+    cdef _Buf ext_b = _Buf(n, 0)
     cdef i64 *nxt = nxt_b.p
     cdef i64 *tail = tail_b.p
     cdef i64 *pend_w = pend_b.p
-    cdef dict sink_head = {}
-    cdef dict sink_tail = {}
-    cdef dict sink_w = {}
+    cdef i64 *ext = ext_b.p
+    cdef dict bin_head = {}
+    cdef dict bin_tail = {}
+    cdef dict bin_w = {}
+    cdef bint x, bx
 
     for i in range(m):
         u = od[i]
         if gid[u] != -1 and not head_of_split[u]:
             continue
         total = wt[u]
+        x = False
         for p in range(indptr[u], indptr[u + 1]):
             c = indices[p]
             if parent[c] == u:
                 total += pend_w[c]
+            else:
+                x = True
         tail[u] = u
         if total > group_weight:
             bh = -1
             bt = -1
             bw = 0
+            bx = False
             for p in range(indptr[u], indptr[u + 1]):
                 c = indices[p]
                 if parent[c] != u:
                     continue
                 if pend_w[c] >= group_weight:
                     ng = _close(gid, nxt, c, ng)
+                    x = True
                     continue
                 if bh == -1:
                     bh = c
@@ -408,22 +429,28 @@ def plan(list names, indptr_in, indices_in, targets, weights=None, classes=None,
                     nxt[bt] = c
                 bt = tail[c]
                 bw += pend_w[c]
+                bx = bx or ext[c] != 0
                 if bw >= group_weight:
                     ng = _close(gid, nxt, bh, ng)
+                    x = True
                     bh = -1
                     bt = -1
                     bw = 0
+                    bx = False
             if bh != -1:
                 nxt[u] = bh
                 tail[u] = bt
             pend_w[u] = wt[u] + bw
+            ext[u] = x or bx
         else:
             for p in range(indptr[u], indptr[u + 1]):
                 c = indices[p]
                 if parent[c] == u:
                     nxt[tail[u]] = c
                     tail[u] = tail[c]
+                    x = x or ext[c] != 0
             pend_w[u] = total
+            ext[u] = x
         if parent[u] != -1:
             continue
         if head_of_split[u]:
@@ -431,22 +458,24 @@ def plan(list names, indptr_in, indices_in, targets, weights=None, classes=None,
             while h != -1:
                 gid[h] = gid[u]
                 h = nxt[h]
-        elif dcount[u] == 0 and fuse and pend_w[u] < group_weight:
-            kls = kl[u]
-            if kls in sink_head:
-                nxt[<i64> sink_tail[kls]] = u
-                sink_w[kls] += pend_w[u]
+        elif fuse and pend_w[u] < bundle_weight and (dcount[u] == 0 or not ext[u]):
+            # bundle: small sink pieces (nothing depends on them) or small source pieces
+            # (nothing flows into them), per class
+            kls = 2 * kl[u] + (dcount[u] != 0)
+            if kls in bin_head:
+                nxt[<i64> bin_tail[kls]] = u
+                bin_w[kls] += pend_w[u]
             else:
-                sink_head[kls] = u
-                sink_w[kls] = pend_w[u]
-            sink_tail[kls] = tail[u]
-            if sink_w[kls] >= group_weight:
-                sh = sink_head.pop(kls)
+                bin_head[kls] = u
+                bin_w[kls] = pend_w[u]
+            bin_tail[kls] = tail[u]
+            if bin_w[kls] >= bundle_weight:
+                sh = bin_head.pop(kls)
                 ng = _close(gid, nxt, sh, ng)
         else:
             ng = _close(gid, nxt, u, ng)
-    for kls in sorted(sink_head):
-        sh = sink_head[kls]
+    for kls in sorted(bin_head):
+        sh = bin_head[kls]
         ng = _close(gid, nxt, sh, ng)
 
     # 4. number the groups in a topological order of the groups (Kahn), earliest first

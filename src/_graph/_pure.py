@@ -73,16 +73,20 @@ def plan(
     flags=None,
     group_weight: int = 1,
     split_fanout: int = 2,
+    bundle_weight: int = 0,
 ) -> Plan:
     """Order, cull and fuse a graph into groups; see ``_core.pyx`` for the algorithm."""
     n = len(names)
+    if bundle_weight <= 0:
+        bundle_weight = group_weight
     if len(indptr) != n + 1:
         raise ValueError(f"indptr must have {n + 1} entries, got {len(indptr)}")
     targets = list(targets)
     for t in targets:
         if not 0 <= t < n:
             raise IndexError(f"target id {t} out of range for {n} nodes")
-    weights = [1] * n if weights is None else weights
+    if weights is None:  # default cost: 1 + number of dependencies
+        weights = [1 + indptr[i + 1] - indptr[i] for i in range(n)]
     classes = [0] * n if classes is None else classes
     flags = [0] * n if flags is None else flags
 
@@ -186,9 +190,10 @@ def plan(
     nxt = [-1] * n
     tail = [-1] * n
     pend_w = [0] * n
-    sink_head: dict = {}
-    sink_tail: dict = {}
-    sink_w: dict = {}
+    ext = [False] * n  # does the pending piece of u receive values from outside it?
+    bin_head: dict = {}
+    bin_tail: dict = {}
+    bin_w: dict = {}
 
     def close(h):
         nonlocal ng
@@ -201,20 +206,25 @@ def plan(
         if gid[u] != -1 and not head_of_split[u]:
             continue
         total = weights[u]
+        x = False
         for p in range(indptr[u], indptr[u + 1]):
             c = indices[p]
             if parent[c] == u:
                 total += pend_w[c]
+            else:
+                x = True
         tail[u] = u
         if total > group_weight:
             bh = bt = -1
             bw = 0
+            bx = False
             for p in range(indptr[u], indptr[u + 1]):
                 c = indices[p]
                 if parent[c] != u:
                     continue
                 if pend_w[c] >= group_weight:
                     close(c)
+                    x = True
                     continue
                 if bh == -1:
                     bh = c
@@ -222,21 +232,27 @@ def plan(
                     nxt[bt] = c
                 bt = tail[c]
                 bw += pend_w[c]
+                bx = bx or ext[c]
                 if bw >= group_weight:
                     close(bh)
+                    x = True
                     bh = bt = -1
                     bw = 0
+                    bx = False
             if bh != -1:
                 nxt[u] = bh
                 tail[u] = bt
             pend_w[u] = weights[u] + bw
+            ext[u] = x or bx
         else:
             for p in range(indptr[u], indptr[u + 1]):
                 c = indices[p]
                 if parent[c] == u:
                     nxt[tail[u]] = c
                     tail[u] = tail[c]
+                    x = x or ext[c]
             pend_w[u] = total
+            ext[u] = x
         if parent[u] != -1:
             continue
         if head_of_split[u]:
@@ -244,21 +260,23 @@ def plan(
             while h != -1:
                 gid[h] = gid[u]
                 h = nxt[h]
-        elif dcount[u] == 0 and fuse and pend_w[u] < group_weight:
-            k = classes[u]
-            if k in sink_head:
-                nxt[sink_tail[k]] = u
-                sink_w[k] += pend_w[u]
+        elif fuse and pend_w[u] < bundle_weight and (dcount[u] == 0 or not ext[u]):
+            # bundle: small sink pieces (nothing depends on them) or small source pieces
+            # (nothing flows into them), per class
+            k = 2 * classes[u] + (dcount[u] != 0)
+            if k in bin_head:
+                nxt[bin_tail[k]] = u
+                bin_w[k] += pend_w[u]
             else:
-                sink_head[k] = u
-                sink_w[k] = pend_w[u]
-            sink_tail[k] = tail[u]
-            if sink_w[k] >= group_weight:
-                close(sink_head.pop(k))
+                bin_head[k] = u
+                bin_w[k] = pend_w[u]
+            bin_tail[k] = tail[u]
+            if bin_w[k] >= bundle_weight:
+                close(bin_head.pop(k))
         else:
             close(u)
-    for k in sorted(sink_head):
-        close(sink_head[k])
+    for k in sorted(bin_head):
+        close(bin_head[k])
 
     # 4. number the groups in a topological order of the groups (Kahn), earliest first
     first = [m] * ng

@@ -164,7 +164,44 @@ def _release(g, iptr, inputs, last_use, refs, data, target_set):
 
 
 def gather(handles: list) -> list:
-    """Fetch the targets' values (one ``ray.get`` for all refs)."""
+    """Fetch the targets' values (one ``ray.get`` for all refs), as writeable objects."""
     refs = [h for is_ref, h in handles if is_ref]
     got = iter(ray.get(refs)) if refs else iter(())
-    return [next(got) if is_ref else h for is_ref, h in handles]
+    return [writeable(next(got)) if is_ref else h for is_ref, h in handles]
+
+
+def writeable(value: Any) -> Any:
+    """A private, writeable copy of a numpy array or pandas object that ``ray.get`` returned as
+    a zero-copy, read-only view of the object store; anything else as it is.
+
+    dask's schedulers hand back ordinary mutable results (``a += 1`` after ``compute`` works);
+    so does daskray. The copy is one memcpy of the requested outputs only.
+    """
+    mod = type(value).__module__
+    if mod == "numpy":
+        flags = getattr(value, "flags", None)
+        if flags is not None and not flags.writeable:
+            return value.copy()
+    elif mod.startswith("pandas"):
+        if _pandas_readonly(value):
+            return value.copy(deep=True)
+    return value
+
+
+def _pandas_readonly(value: Any) -> bool:
+    import pandas as pd
+
+    if isinstance(value, pd.DataFrame):
+        arrays = [value.iloc[:, i].array for i in range(value.shape[1])]
+    elif isinstance(value, (pd.Series, pd.Index)):
+        arrays = [value.array]
+    else:
+        return False
+    for arr in arrays:
+        data = getattr(arr, "_ndarray", None)
+        if data is None:
+            data = getattr(arr, "_data", None)
+        flags = getattr(data, "flags", None)
+        if flags is not None and not flags.writeable:
+            return True
+    return False

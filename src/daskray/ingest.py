@@ -25,6 +25,7 @@ from dask._task_spec import DataNode, GraphNode, Task, convert_legacy_graph
 
 from . import _graph
 from ._graph import InvalidKeyError
+from .worker import same
 
 
 class Graph:
@@ -86,12 +87,16 @@ def ingest(dsk: Any, keys: Any) -> Graph:
     converted = convert_legacy_graph(mapping)
     names = list(converted)
     nodes = list(converted.values())
-    for k, node in zip(names, nodes):
+    for i, (k, node) in enumerate(zip(names, nodes)):
         if type(node) is Task and not callable(node.func):
             raise TypeError(
                 f"Task {k!r} has a non-callable function {node.func!r}; a task is "
                 "(callable, *args) or dask._task_spec.Task(key, callable, ...)"
             )
+        if node.key != k:
+            # stored under another key than its own (a top-level List with key None, an
+            # Alias or DataNode built without a key): results are keyed by the graph key
+            nodes[i] = Task(k, same, node)
     index, indptr, indices = _graph.intern(names, [n.dependencies for n in nodes])
 
     flat: list = []

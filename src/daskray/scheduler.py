@@ -25,15 +25,22 @@ from .worker import run_group
 _DASK_LOCAL_KWARGS = ("num_workers", "pool", "chunksize", "get_id", "pack_exception")
 
 
-def _group_weight(n: int, cpus: int, fuse: bool | None) -> int:
+def _weights(total: int, cpus: int, fuse: bool | None) -> tuple[int, int]:
+    """``(group_weight, bundle_weight)`` for a graph of ``total`` weight on ``cpus`` CPUs.
+
+    Groups aim at ``fusion.groups-per-cpu`` per CPU; bundles of independent sources or sinks
+    are smaller again by that factor, since everything downstream of a source bundle waits
+    for all of it.
+    """
     if fuse is None:
         fuse = option("fusion.enabled")
     if not fuse:
-        return 1
+        return 1, 1
     per_cpu = max(1, int(option("fusion.groups-per-cpu")))
     lo = max(1, int(option("fusion.min-group-size")))
     hi = max(lo, int(option("fusion.max-group-size")))
-    return min(hi, max(lo, -(-n // (cpus * per_cpu))))
+    group = min(hi, max(lo, -(-total // (cpus * per_cpu))))
+    return group, max(lo, group // per_cpu)
 
 
 def make_plan(graph: Graph, cpus: int, fuse: bool | None = None) -> _graph.Plan:
@@ -42,7 +49,8 @@ def make_plan(graph: Graph, cpus: int, fuse: bool | None = None) -> _graph.Plan:
     flags = None
     if any(n.block_fusion for n in nodes):
         flags = [_graph.BLOCK_FUSION if n.block_fusion else 0 for n in nodes]
-    weight = _group_weight(len(nodes), cpus, fuse)
+    # the core's default cost of a node is 1 + its number of dependencies
+    group, bundle = _weights(len(nodes) + len(graph.indices), cpus, fuse)
     return _graph.plan(
         graph.names,
         graph.indptr,
@@ -51,8 +59,9 @@ def make_plan(graph: Graph, cpus: int, fuse: bool | None = None) -> _graph.Plan:
         None,
         None,
         flags,
-        weight,
-        int(option("fusion.split-fanout")) if weight > 1 else 0,
+        group,
+        int(option("fusion.split-fanout")) if group > 1 else 0,
+        bundle,
     )
 
 

@@ -52,6 +52,11 @@ def run_group(spec: tuple, *values: Any) -> Any:
     return tuple([cache[k] for k in out_keys])
 
 
+def same(value: Any) -> Any:
+    """Identity: re-keys a node stored under a key other than its own (see ``ingest``)."""
+    return value
+
+
 def _annotate(exc: BaseException, key: Any) -> None:
     """Name the dask key in the exception (kept when Ray pickles it back to the driver)."""
     note = f"daskray: raised by the task for key {key!r}"

@@ -1,0 +1,203 @@
+"""Benchmark workloads and a side-by-side runner (used by ``benchmarks/`` and the demo).
+
+Each workload builds a fresh dask collection or raw graph at a given ``scale`` (1.0 is the size
+the throughput targets are stated for; CI runs a small scale for correctness only) and knows how
+to compute it with any scheduler ``get``. Schedulers are compared in one process, one after the
+other on the same data and the same Ray, as ratios -- never as absolute times across runs.
+
+The task functions live here, in the installed package, so Ray workers can import them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def inc(x):
+    return x + 1
+
+
+def add_all(*xs):
+    return sum(xs)
+
+
+@dataclass
+class Workload:
+    name: str
+    make: Callable[[float], tuple[Any, Any]]  # scale -> (graph or collection, keys or None)
+    kind: str  # "tiny" | "compute" | "shuffle" | "huge"
+
+    def run(self, get: Callable, scale: float) -> Any:
+        obj, keys = self.make(scale)
+        if keys is None:
+            return obj.compute(scheduler=get)
+        return get(obj, keys)
+
+
+def _n(base: int, scale: float, lo: int = 2) -> int:
+    return max(lo, int(base * scale))
+
+
+def tiny_tree(scale: float):
+    """``n`` independent tiny tasks reduced by a 32-ary tree (20,646 tasks at scale 1)."""
+    n = _n(20_000, scale)
+    dsk: dict = {("leaf", i): (inc, i) for i in range(n)}
+    level = [("leaf", i) for i in range(n)]
+    depth = 0
+    while len(level) > 1:
+        nxt = []
+        for j in range(0, len(level), 32):
+            k = ("reduce", depth, j // 32)
+            dsk[k] = (add_all, *level[j : j + 32])
+            nxt.append(k)
+        level = nxt
+        depth += 1
+    return dsk, level[0]
+
+
+def chains(scale: float, length: int = 20):
+    """``n`` chains of 20 tiny tasks joined by one final task (20,001 tasks at scale 1)."""
+    n = _n(1_000, scale)
+    dsk: dict = {}
+    for c in range(n):
+        dsk[("chain", c, 0)] = (inc, c)
+        for i in range(1, length):
+            dsk[("chain", c, i)] = (inc, ("chain", c, i - 1))
+    dsk["total"] = (add_all, *[("chain", c, length - 1) for c in range(n)])
+    return dsk, "total"
+
+
+def huge(scale: float):
+    """A 1,000,000-task graph (at scale 1): 50,000 chains of 20 tiny tasks, tree-reduced."""
+    n_chains = _n(50_000, scale)
+    dsk: dict = {}
+    ends = []
+    for c in range(n_chains):
+        dsk[("h", c, 0)] = (inc, c)
+        for i in range(1, 19):
+            dsk[("h", c, i)] = (inc, ("h", c, i - 1))
+        ends.append(("h", c, 18))
+    depth = 0
+    level = ends
+    while len(level) > 1:
+        nxt = []
+        for j in range(0, len(level), 32):
+            k = ("hr", depth, j // 32)
+            dsk[k] = (add_all, *level[j : j + 32])
+            nxt.append(k)
+        level = nxt
+        depth += 1
+    return dsk, level[0]
+
+
+def ones_sum(scale: float):
+    import dask.array as da
+
+    return da.ones(_n(20_000_000, scale, 4_000), chunks=2_000).sum(), None
+
+
+def transpose_mean(scale: float):
+    import dask.array as da
+
+    side = max(500, int(6000 * scale**0.5) // 500 * 500)
+    x = da.random.default_rng(0).random((side, side), chunks=500)
+    return (x + x.T).mean(axis=0).sum(), None
+
+
+def matmul(scale: float):
+    import dask.array as da
+
+    side = max(1000, int(4000 * scale**0.5) // 1000 * 1000)
+    x = da.random.default_rng(0).random((side, side), chunks=1000)
+    return (x @ x.T).sum(), None
+
+
+def _frame(rows: int, nparts: int):
+    import dask.dataframe as dd
+
+    rng = np.random.default_rng(0)
+    pdf = pd.DataFrame(
+        {"k": rng.integers(0, 1000, rows), "v": rng.random(rows), "w": rng.random(rows)}
+    )
+    return dd.from_pandas(pdf, npartitions=nparts)
+
+
+def groupby_agg(scale: float):
+    df = _frame(_n(4_000_000, scale, 10_000), 64)
+    return df.groupby("k").agg({"v": "sum", "w": "mean"}), None
+
+
+def tasks_shuffle(scale: float):
+    df = _frame(_n(2_000_000, scale, 10_000), 32)
+    return df.shuffle("k", shuffle_method="tasks").v.sum(), None
+
+
+WORKLOADS: dict[str, Workload] = {
+    w.name: w
+    for w in [
+        Workload("tiny-tree", tiny_tree, "tiny"),
+        Workload("chains", chains, "tiny"),
+        Workload("ones-sum", ones_sum, "tiny"),
+        Workload("transpose", transpose_mean, "compute"),
+        Workload("matmul", matmul, "compute"),
+        Workload("groupby", groupby_agg, "compute"),
+        Workload("shuffle", tasks_shuffle, "shuffle"),
+        Workload("million", huge, "huge"),
+    ]
+}
+
+
+def schedulers(names: list[str]) -> dict[str, Callable]:
+    """Scheduler ``get`` functions by name: daskray, ray_dask_get, threads, sync, distributed."""
+    out: dict[str, Callable] = {}
+    for name in names:
+        if name == "daskray":
+            import daskray
+
+            out[name] = daskray.get
+        elif name == "daskray-unfused":
+            from functools import partial
+
+            import daskray
+
+            out[name] = partial(daskray.get, fuse=False)
+        elif name == "ray_dask_get":
+            from ray.util.dask import ray_dask_get
+
+            out[name] = ray_dask_get
+        elif name == "threads":
+            import dask.threaded
+
+            out[name] = dask.threaded.get
+        elif name == "sync":
+            import dask.local
+
+            out[name] = dask.local.get_sync
+        else:
+            raise ValueError(f"unknown scheduler {name!r}")
+    return out
+
+
+def same(a: Any, b: Any) -> bool:
+    """Results equal up to float rounding (frames compared sorted by index)."""
+    if isinstance(a, pd.DataFrame):
+        a, b = a.sort_index(), b.sort_index()
+        return a.shape == b.shape and bool(np.allclose(a.to_numpy(), b.to_numpy()))
+    return bool(np.allclose(a, b))
+
+
+def time_it(workload: Workload, get: Callable, scale: float, repeat: int = 1) -> tuple[float, Any]:
+    """Best wall time of ``repeat`` runs (graph construction not timed) and the last result."""
+    best, value = float("inf"), None
+    for _ in range(repeat):
+        obj, keys = workload.make(scale)
+        t0 = time.perf_counter()
+        value = obj.compute(scheduler=get) if keys is None else get(obj, keys)
+        best = min(best, time.perf_counter() - t0)
+    return best, value
