@@ -1,0 +1,90 @@
+"""Throughput: daskray against ray_dask_get, dask's threaded and sync schedulers, in one run.
+
+pytest-benchmark times daskray; the other schedulers are timed in the same test, right after,
+on the same freshly built workload, and their results are checked equal to daskray's. The
+ratio table is printed at the end of the session (see ``conftest.py``). CI runs every workload
+once at a small scale, for correctness; ``DASKRAY_BENCH_SCALE=1`` gives the target sizes.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+
+import pytest
+from conftest import OTHERS, SCALE
+
+import daskray
+from daskray import bench
+
+SIDE_BY_SIDE = ["tiny-tree", "chains", "ones-sum", "transpose", "matmul", "groupby", "shuffle"]
+
+
+@pytest.mark.parametrize("name", SIDE_BY_SIDE)
+def test_side_by_side(benchmark, ray_ctx, record, name):
+    w = bench.WORKLOADS[name]
+    gets = bench.schedulers(["daskray", *OTHERS])
+    for get in gets.values():  # warm every scheduler: worker start-up, imports
+        bench.time_it(w, get, min(SCALE, 0.01))
+
+    holder = {}
+
+    def setup():
+        holder["obj"] = w.make(SCALE)
+        return (), {}
+
+    def run():
+        obj, keys = holder["obj"]
+        t0 = time.perf_counter()
+        holder["value"] = obj.compute(scheduler=daskray.get) if keys is None else daskray.get(obj, keys)
+        holder["t"] = time.perf_counter() - t0
+
+    benchmark.pedantic(run, setup=setup, rounds=1, iterations=1)
+    times = {"daskray": holder["t"]}
+    ours = holder["value"]
+    for sched, get in gets.items():
+        if sched == "daskray":
+            continue
+        times[sched], theirs = bench.time_it(w, get, SCALE)
+        assert bench.same(ours, theirs), f"{name}: daskray and {sched} disagree"
+    record(name, times)
+
+
+def test_million_tasks_end_to_end(ray_ctx, record):
+    """The 1,000,000-task graph (at scale 1): completes, right answer, driver peak RSS."""
+    w = bench.WORKLOADS["million"]
+    dsk, key = w.make(SCALE)
+    t0 = time.perf_counter()
+    value = daskray.get(dsk, key)
+    elapsed = time.perf_counter() - t0
+    n_chains = max(2, int(50_000 * SCALE))
+    assert value == sum(c + 19 for c in range(n_chains))  # inc(c), then 18 more incs
+    rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    record("million", {"daskray": elapsed}, tasks=len(dsk), peak_rss_gb=round(rss_gb, 2))
+
+
+def test_plan_cost_per_node(record):
+    """ingest -> order -> fuse -> plan per node, against dask.order.order on the same graph."""
+    from dask._task_spec import convert_legacy_graph
+    from dask.order import order
+
+    from daskray import ingest, scheduler
+
+    dsk, key = bench.WORKLOADS["million"].make(SCALE)
+    converted = convert_legacy_graph(dsk)  # dask's own materialization, not timed for either
+    n = len(converted)
+    t0 = time.perf_counter()
+    graph = ingest.ingest(converted, key)
+    plan = scheduler.make_plan(graph, 2)
+    ours = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    prio = order(converted)
+    theirs = time.perf_counter() - t0
+    assert len(plan.order) == len(prio) == n
+    record(
+        "plan-cost",
+        {"daskray": ours, "dask.order": theirs},
+        nodes=n,
+        us_per_node=round(ours / n * 1e6, 3),
+        groups=plan.ngroups,
+    )
