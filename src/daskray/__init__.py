@@ -26,6 +26,7 @@ from ._graph import (
     MissingDependencyError,
     Plan,
 )
+from .explain import explain
 from .scheduler import get, get_sync
 
 __version__ = "0.1.0"
@@ -42,6 +43,7 @@ __all__ = [
     "Plan",
     "disable",
     "enable",
+    "explain",
     "get",
     "get_sync",
 ]
