@@ -28,7 +28,6 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 
 
-
 @pytest.fixture(scope="session")
 def ray_session():
     """The session's local Ray (2 CPUs); yields the ``ray`` module."""

@@ -14,7 +14,9 @@ import pytest
 
 SCALE = float(os.environ.get("DASKRAY_BENCH_SCALE", "0.02"))
 OTHERS = [
-    s for s in os.environ.get("DASKRAY_BENCH_SCHEDULERS", "ray_dask_get,threads,sync").split(",") if s
+    s
+    for s in os.environ.get("DASKRAY_BENCH_SCHEDULERS", "ray_dask_get,threads,sync").split(",")
+    if s
 ]
 _ROWS: list[dict] = []
 
@@ -42,7 +44,9 @@ def pytest_terminal_summary(terminalreporter):
             if name != "daskray":
                 parts.append(f"{name} {t:.3f}s ({t / ours:.1f}x)" if ours else f"{name} {t:.3f}s")
         extra = "  ".join(f"{k}={v}" for k, v in row.items() if k not in ("workload", "times"))
-        tr.write_line(f"{row['workload']:12s} " + "  ".join(parts) + (f"  {extra}" if extra else ""))
+        tr.write_line(
+            f"{row['workload']:12s} " + "  ".join(parts) + (f"  {extra}" if extra else "")
+        )
     out = os.environ.get("DASKRAY_BENCH_JSON")
     if out:
         with open(out, "w") as f:

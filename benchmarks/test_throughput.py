@@ -36,7 +36,9 @@ def test_side_by_side(benchmark, ray_ctx, record, name):
     def run():
         obj, keys = holder["obj"]
         t0 = time.perf_counter()
-        holder["value"] = obj.compute(scheduler=daskray.get) if keys is None else daskray.get(obj, keys)
+        holder["value"] = (
+            obj.compute(scheduler=daskray.get) if keys is None else daskray.get(obj, keys)
+        )
         holder["t"] = time.perf_counter() - t0
 
     benchmark.pedantic(run, setup=setup, rounds=1, iterations=1)

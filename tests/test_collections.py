@@ -290,9 +290,7 @@ def test_persist_under_config_then_compute(ray_ctx, pdf):
     with dask.config.set(scheduler=daskray.get):
         persisted = ddf[ddf.k > 1].persist()
         # persisted partitions are concrete frames now (plus dask's aliases to them)
-        values = [
-            v for v in dict(persisted.__dask_graph__()).values() if not isinstance(v, Alias)
-        ]
+        values = [v for v in dict(persisted.__dask_graph__()).values() if not isinstance(v, Alias)]
         assert len(values) == persisted.npartitions
         assert all(isinstance(v, pd.DataFrame) for v in values)
         total = (persisted.v * 2).sum().compute()
@@ -418,6 +416,7 @@ def test_results_match_sync_on_a_larger_fused_graph(ray_sched):
 
 # --------------------------------------------------------------------------------------------
 # results are ordinary, mutable objects (as with every dask scheduler)
+
 
 def test_computed_array_is_writeable(ray_sched):
     x = da.arange(10, chunks=5) + 1

@@ -149,6 +149,7 @@ def intern(list names, deps):
     cdef dict index = {}
     cdef dict missing = {}
     cdef object key, d, j
+    cdef list who
     if len(deps) != n:
         raise ValueError(f"names and deps differ in length: {n} != {len(deps)}")
     for i in range(n):
@@ -169,7 +170,9 @@ def intern(list names, deps):
             except TypeError:
                 raise invalid_key_error(d, f"it is not hashable (a dependency of {names[i]!r})") from None
             if j is None:
-                missing.setdefault(d, []).append(names[i])
+                who = missing.setdefault(d, [])
+                if not who or who[len(who) - 1] != i:
+                    who.append(i)
                 continue
             if e == cap:
                 cap = cap * 2
@@ -187,8 +190,8 @@ def intern(list names, deps):
             e = k
         indptr.data.as_longlongs[i + 1] = e
     if missing:
-        key, d = next(iter(missing.items()))
-        raise missing_dependency_error(key, d)
+        key, who = next(iter(missing.items()))
+        raise missing_dependency_error(key, [names[r] for r in who])
     resize(indices, e)
     return index, indptr, indices
 
@@ -255,7 +258,7 @@ def plan(list names, indptr_in, indices_in, targets, weights=None, classes=None,
     cdef array tgt = _as_i64(targets, len(targets), 0, "targets")
     cdef Py_ssize_t nt = len(tgt)
     cdef Py_ssize_t i, q, m, top
-    cdef i64 t, u, v, p, c, d, g, h, s, w, cnt, total, bh, bt, bw, kls, sh
+    cdef i64 t, u, v, p, c, d, g, h, s, w, cnt, total, bh, bt, bw, sh
     for i in range(nt):
         t = tgt.data.as_longlongs[i]
         if not 0 <= t < n:
@@ -396,6 +399,7 @@ def plan(list names, indptr_in, indices_in, targets, weights=None, classes=None,
     cdef dict bin_tail = {}
     cdef dict bin_w = {}
     cdef bint x, bx
+    cdef tuple bkey
 
     for i in range(m):
         u = od[i]
@@ -458,24 +462,25 @@ def plan(list names, indptr_in, indices_in, targets, weights=None, classes=None,
             while h != -1:
                 gid[h] = gid[u]
                 h = nxt[h]
-        elif fuse and pend_w[u] < bundle_weight and (dcount[u] == 0 or not ext[u]):
+        elif (fuse and pend_w[u] < bundle_weight and (dcount[u] == 0 or not ext[u])
+                and not fl[u] & BLOCK):
             # bundle: small sink pieces (nothing depends on them) or small source pieces
             # (nothing flows into them), per class
-            kls = 2 * kl[u] + (dcount[u] != 0)
-            if kls in bin_head:
-                nxt[<i64> bin_tail[kls]] = u
-                bin_w[kls] += pend_w[u]
+            bkey = (kl[u], dcount[u] != 0)
+            if bkey in bin_head:
+                nxt[<i64> bin_tail[bkey]] = u
+                bin_w[bkey] += pend_w[u]
             else:
-                bin_head[kls] = u
-                bin_w[kls] = pend_w[u]
-            bin_tail[kls] = tail[u]
-            if bin_w[kls] >= bundle_weight:
-                sh = bin_head.pop(kls)
+                bin_head[bkey] = u
+                bin_w[bkey] = pend_w[u]
+            bin_tail[bkey] = tail[u]
+            if bin_w[bkey] >= bundle_weight:
+                sh = bin_head.pop(bkey)
                 ng = _close(gid, nxt, sh, ng)
         else:
             ng = _close(gid, nxt, u, ng)
-    for kls in sorted(bin_head):
-        sh = bin_head[kls]
+    for bkey in sorted(bin_head):
+        sh = bin_head[bkey]
         ng = _close(gid, nxt, sh, ng)
 
     # 4. number the groups in a topological order of the groups (Kahn), earliest first

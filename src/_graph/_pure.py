@@ -21,6 +21,14 @@ from ._common import (
 __all__ = ["intern", "plan"]
 
 
+def _check_list(names):
+    # the compiled module types the argument as a list; say so in its words
+    if not isinstance(names, list):
+        raise TypeError(
+            f"Argument 'names' has incorrect type (expected list, got {type(names).__name__})"
+        )
+
+
 def intern(names: list, deps: list) -> tuple[dict, array, array]:
     """Intern keys to dense ids and build the dependency CSR.
 
@@ -30,6 +38,7 @@ def intern(names: list, deps: list) -> tuple[dict, array, array]:
     """
     if len(deps) != len(names):
         raise ValueError(f"names and deps differ in length: {len(names)} != {len(deps)}")
+    _check_list(names)
     index = {}
     for i, k in enumerate(names):
         try:
@@ -45,9 +54,13 @@ def intern(names: list, deps: list) -> tuple[dict, array, array]:
             try:
                 j = index.get(d)
             except TypeError:
-                raise invalid_key_error(d, f"it is not hashable (a dependency of {names[i]!r})") from None
+                raise invalid_key_error(
+                    d, f"it is not hashable (a dependency of {names[i]!r})"
+                ) from None
             if j is None:
-                missing.setdefault(d, []).append(names[i])
+                who = missing.setdefault(d, [])
+                if not who or who[-1] != i:
+                    who.append(i)
             else:
                 row.append(j)
         row.sort()
@@ -58,8 +71,8 @@ def intern(names: list, deps: list) -> tuple[dict, array, array]:
                 last = j
         indptr.append(len(indices))
     if missing:
-        key, dependents = next(iter(missing.items()))
-        raise missing_dependency_error(key, dependents)
+        key, who = next(iter(missing.items()))
+        raise missing_dependency_error(key, [names[i] for i in who])
     return index, indptr, indices
 
 
@@ -76,6 +89,7 @@ def plan(
     bundle_weight: int = 0,
 ) -> Plan:
     """Order, cull and fuse a graph into groups; see ``_core.pyx`` for the algorithm."""
+    _check_list(names)
     n = len(names)
     if bundle_weight <= 0:
         bundle_weight = group_weight
@@ -89,6 +103,9 @@ def plan(
         weights = [1 + indptr[i + 1] - indptr[i] for i in range(n)]
     classes = [0] * n if classes is None else classes
     flags = [0] * n if flags is None else flags
+    for what, seq in (("weights", weights), ("classes", classes), ("flags", flags)):
+        if len(seq) != n:
+            raise ValueError(f"{what} must have {n} entries, got {len(seq)}")
 
     # 1. order: iterative depth-first post-order from the targets (culls as it goes)
     state = [0] * n  # 0 unseen, 1 on the stack, 2 done
@@ -183,7 +200,11 @@ def plan(
             if dcount[u] != 1 or gid[u] != -1 or flags[u] & BLOCK_FUSION:
                 continue
             d = dep_of[dptr[u]]
-            if (gid[d] == -1 or head_of_split[d]) and classes[d] == classes[u] and not flags[d] & BLOCK_FUSION:
+            if (
+                (gid[d] == -1 or head_of_split[d])
+                and classes[d] == classes[u]
+                and not flags[d] & BLOCK_FUSION
+            ):
                 parent[u] = d
 
     # pieces are linked lists of node ids: head/tail per piece root, nxt per node
@@ -260,10 +281,15 @@ def plan(
             while h != -1:
                 gid[h] = gid[u]
                 h = nxt[h]
-        elif fuse and pend_w[u] < bundle_weight and (dcount[u] == 0 or not ext[u]):
+        elif (
+            fuse
+            and pend_w[u] < bundle_weight
+            and (dcount[u] == 0 or not ext[u])
+            and not flags[u] & BLOCK_FUSION
+        ):
             # bundle: small sink pieces (nothing depends on them) or small source pieces
             # (nothing flows into them), per class
-            k = 2 * classes[u] + (dcount[u] != 0)
+            k = (classes[u], dcount[u] != 0)
             if k in bin_head:
                 nxt[bin_tail[k]] = u
                 bin_w[k] += pend_w[u]
@@ -318,7 +344,9 @@ def plan(
             if gdeg[h] == 0:
                 heapq.heappush(heap, (first[h], h))
     if done != ng:
-        raise RuntimeError("daskray internal error: fused groups form a cycle; please report this graph")
+        raise RuntimeError(
+            "daskray internal error: fused groups form a cycle; please report this graph"
+        )
 
     # 5. the plan's CSR arrays
     group_of = array("q", [-1]) * n

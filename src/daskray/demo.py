@@ -83,10 +83,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import daskray
 
-    ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False,
-             log_to_driver=False)
-    print(f"daskray {daskray.__version__} (compiled core: {daskray.COMPILED}), ray "
-          f"{ray.__version__}, {int(ray.cluster_resources()['CPU'])} CPUs")
+    ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
+    print(
+        f"daskray {daskray.__version__} (compiled core: {daskray.COMPILED}), ray "
+        f"{ray.__version__}, {int(ray.cluster_resources()['CPU'])} CPUs"
+    )
     header = f"{'workload':48s} {'daskray':>9s} {'ray_dask_get':>13s} {'speed-up':>9s}  agree"
     print(header)
     print("-" * len(header))
@@ -100,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
             v_sync = fn().compute(scheduler="sync")
             agree = _same(v_ours, v_sync) and _same(v_ray, v_sync)
             ok &= _same(v_ours, v_sync)
-            print(f"{name:48s} {t_ours:8.2f}s {t_ray:12.2f}s {t_ray / t_ours:8.1f}x  "
-                  f"{'yes' if agree else 'NO'}")
+            print(
+                f"{name:48s} {t_ours:8.2f}s {t_ray:12.2f}s {t_ray / t_ours:8.1f}x  "
+                f"{'yes' if agree else 'NO'}"
+            )
     finally:
         ray.shutdown()
     if not ok:

@@ -61,8 +61,12 @@ class Explanation:
         return "\n".join(lines)
 
 
-def explain(*collections: Any, cpus: int | None = None, fuse: bool | None = None,
-            optimize_graph: bool = True) -> Explanation:
+def explain(
+    *collections: Any,
+    cpus: int | None = None,
+    fuse: bool | None = None,
+    optimize_graph: bool = True,
+) -> Explanation:
     """Plan ``collections`` as ``dask.compute`` would hand them to daskray, without running.
 
     Parameters
@@ -99,6 +103,7 @@ def explain(*collections: Any, cpus: int | None = None, fuse: bool | None = None
     for g in range(plan.ngroups):
         members, inputs, outputs = plan.group(g)
         prefixes = Counter(key_split(graph.names[i]) for i in members)
-        groups.append(GroupInfo(g, len(members), len(inputs), len(outputs),
-                                dict(prefixes.most_common())))
+        groups.append(
+            GroupInfo(g, len(members), len(inputs), len(outputs), dict(prefixes.most_common()))
+        )
     return Explanation(plan, graph, groups)

@@ -71,7 +71,11 @@ def run_local(plan: _graph.Plan, graph: Graph) -> list:
     values: dict = {}
     for g in range(plan.ngroups):
         members, inputs, outputs = plan.group(g)
-        spec = ([nodes[i] for i in members], [names[i] for i in inputs], [names[i] for i in outputs])
+        spec = (
+            [nodes[i] for i in members],
+            [names[i] for i in inputs],
+            [names[i] for i in outputs],
+        )
         result = run_group(spec, *[values[i] for i in inputs])
         if len(outputs) == 1:
             values[outputs[0]] = result
@@ -129,9 +133,7 @@ def get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
 
     from . import _ray
 
-    _ray.connect(
-        option("address", address), option("num-cpus", num_cpus), option("init-kwargs")
-    )
+    _ray.connect(option("address", address), option("num-cpus", num_cpus), option("init-kwargs"))
     plan = make_plan(graph, _ray.cluster_cpus(), fuse)
     args = dict(option("ray-remote-args"))
     args.update(remote_args or {})
