@@ -10,7 +10,6 @@ the times printed are the best of ``--repeat`` runs.
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -54,23 +53,6 @@ def _workloads(small: bool) -> list[tuple[str, Callable[[], object]]]:
     ]
 
 
-def _same(a, b) -> bool:
-    if isinstance(a, pd.DataFrame):
-        a, b = a.sort_index(), b.sort_index()
-        return a.shape == b.shape and np.allclose(a.to_numpy(), b.to_numpy())
-    return bool(np.allclose(a, b))
-
-
-def _timed(fn: Callable[[], object], scheduler, repeat: int) -> tuple[float, object]:
-    best, value = float("inf"), None
-    for _ in range(repeat):
-        coll = fn()
-        t0 = time.perf_counter()
-        value = coll.compute(scheduler=scheduler)
-        best = min(best, time.perf_counter() - t0)
-    return best, value
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="daskray demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", action="store_true", help="smaller data, for a quick run")
@@ -82,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     from ray.util.dask import ray_dask_get
 
     import daskray
+    from daskray import bench
 
     ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
     print(
@@ -94,13 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     try:
         for name, fn in _workloads(args.small):
-            fn().compute(scheduler=daskray.get)  # warm both: worker start-up, imports
-            fn().compute(scheduler=ray_dask_get)
-            t_ours, v_ours = _timed(fn, daskray.get, args.repeat)
-            t_ray, v_ray = _timed(fn, ray_dask_get, args.repeat)
+            work = bench.Workload(name, lambda scale, fn=fn: (fn(), None), "demo")
+            gets = {"daskray": daskray.get, "ray_dask_get": ray_dask_get}
+            bench.side_by_side(work, gets, 1.0)  # warm both: worker start-up, imports
+            times, values = bench.side_by_side(work, gets, 1.0, repeat=args.repeat)
             v_sync = fn().compute(scheduler="sync")
-            agree = _same(v_ours, v_sync) and _same(v_ray, v_sync)
-            ok &= _same(v_ours, v_sync)
+            ours = bench.same(values["daskray"], v_sync)
+            agree = ours and bench.same(values["ray_dask_get"], v_sync)
+            ok &= ours
+            t_ours, t_ray = times["daskray"], times["ray_dask_get"]
             print(
                 f"{name:48s} {t_ours:8.2f}s {t_ray:12.2f}s {t_ray / t_ours:8.1f}x  "
                 f"{'yes' if agree else 'NO'}"
