@@ -104,6 +104,20 @@ def test_enable_without_context_and_disable(ray_ctx):
     assert not dask.config.get("scheduler", None)
 
 
+def test_enable_selects_tasks_shuffle_unless_set():
+    import dask.dataframe as dd
+    import pandas as pd
+
+    df = dd.from_pandas(pd.DataFrame({"k": [1, 2, 3, 1], "v": [1.0, 2, 3, 4]}), npartitions=2)
+    with daskray.enable():
+        assert dask.config.get("dataframe.shuffle.method") == "tasks"
+        keys = {str(k) for k in dict(df.shuffle("k").__dask_graph__())}
+        assert any("taskshuffle" in k for k in keys) and not any("disk" in k for k in keys)
+    with dask.config.set({"dataframe.shuffle.method": "disk"}), daskray.enable():
+        assert dask.config.get("dataframe.shuffle.method") == "disk"
+    daskray.disable()
+
+
 def test_enable_rejects_unknown_options():
     with pytest.raises(TypeError, match="Unknown daskray option 'nmu_cpus' under 'daskray'"):
         daskray.enable(nmu_cpus=2)

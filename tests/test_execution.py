@@ -11,6 +11,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
+from dask._task_spec import Task, TaskRef
 
 import daskray
 from daskray import _ray
@@ -137,3 +138,29 @@ def test_intermediate_refs_dropped_during_submission(spy, monkeypatch):
         dsk[("c", i)] = (lambda v: v + 1, ("c", i - 1))
     assert daskray.get(dsk, ("c", 199), fuse=False) == 199
     assert max(held) <= 2
+
+
+class Blocked(Task):
+    """A task type that asks schedulers not to fuse it (dask's ``block_fusion``)."""
+
+    @property
+    def block_fusion(self) -> bool:
+        return True
+
+
+def test_block_fusion_node_runs_alone(spy):
+    """
+    c0 -> ... -> c19 -> [c20] -> c21 -> ... -> c39      c20 blocks fusion: it runs alone
+    """
+    dsk = {"c0": Task("c0", add1, 0)}
+    for i in range(1, 40):
+        cls = Blocked if i == 20 else Task
+        dsk[f"c{i}"] = cls(f"c{i}", add1, TaskRef(f"c{i - 1}"))
+    assert daskray.get(dsk, "c39") == 40
+    groups = [[t.key for t in spec[0]] for _, _, spec, _ in spy.calls]
+    assert ["c20"] in groups, groups
+    assert len(groups) < 20, groups  # the rest still fuses
+
+
+def add1(x):
+    return x + 1

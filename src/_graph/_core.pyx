@@ -67,7 +67,10 @@ topological sort of the group graph (Kahn's algorithm, earliest member first), m
 """
 
 from cpython.array cimport array, clone, resize
+from cpython.dict cimport PyDict_GetItemWithError
+from cpython.long cimport PyLong_AsLongLong
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.ref cimport PyObject
 from libc.string cimport memset
 
 from ._common import (
@@ -146,30 +149,36 @@ def intern(list names, deps):
     """
     cdef Py_ssize_t n = len(names)
     cdef Py_ssize_t i, k, r, e, start, cap
-    cdef dict index = {}
+    cdef dict index
     cdef dict missing = {}
-    cdef object key, d, j
+    cdef object key, d
+    cdef PyObject *j
     cdef list who
-    if len(deps) != n:
-        raise ValueError(f"names and deps differ in length: {n} != {len(deps)}")
-    for i in range(n):
-        key = names[i]
-        try:
-            index[key] = i
-        except TypeError:
-            raise invalid_key_error(key, "it is not hashable") from None
+    cdef list deps_l = deps if type(deps) is list else list(deps)
+    if len(deps_l) != n:
+        raise ValueError(f"names and deps differ in length: {n} != {len(deps_l)}")
+    try:
+        index = dict(zip(names, range(n)))
+    except TypeError:
+        index = {}
+        for i in range(n):
+            key = names[i]
+            try:
+                index[key] = i
+            except TypeError:
+                raise invalid_key_error(key, "it is not hashable") from None
     cdef array indptr = _new(n + 1)
     cap = n + 16
     cdef array indices = _new(cap, False)
     e = 0
     for i in range(n):
         start = e
-        for d in deps[i]:
+        for d in deps_l[i]:
             try:
-                j = index.get(d)
+                j = PyDict_GetItemWithError(index, d)
             except TypeError:
                 raise invalid_key_error(d, f"it is not hashable (a dependency of {names[i]!r})") from None
-            if j is None:
+            if j == NULL:
                 who = missing.setdefault(d, [])
                 if not who or who[len(who) - 1] != i:
                     who.append(i)
@@ -177,7 +186,7 @@ def intern(list names, deps):
             if e == cap:
                 cap = cap * 2
                 resize(indices, cap)
-            indices.data.as_longlongs[e] = <i64> j
+            indices.data.as_longlongs[e] = PyLong_AsLongLong(<object> j)
             e += 1
         _sort_row(indices.data.as_longlongs + start, e - start)
         # drop repeats in place

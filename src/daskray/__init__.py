@@ -54,7 +54,10 @@ def enable(**options: Any) -> dask.config.set:
 
     ``options`` are daskray options with underscores (``num_cpus=2``, ``address="auto"``,
     ``fusion={"groups-per-cpu": 8}``, ...); they are set under ``daskray.*``. Also registers
-    ``scheduler="ray"`` and ``scheduler="daskray"`` with dask's scheduler names.
+    ``scheduler="ray"`` and ``scheduler="daskray"`` with dask's scheduler names, and selects
+    dask's tasks-based dataframe shuffle unless ``dataframe.shuffle.method`` is already set
+    (dask's default without a distributed Client is a disk shuffle, which needs one shared
+    disk).
 
     Examples
     --------
@@ -64,6 +67,10 @@ def enable(**options: Any) -> dask.config.set:
     2
     """
     settings = _config.as_config(options)
+    if dask.config.get("dataframe.shuffle.method", None) is None:
+        # dask picks the partd "disk" shuffle when no distributed Client exists; its files live
+        # on one node's disk, so a multi-node Ray cluster needs the tasks shuffle
+        settings["dataframe.shuffle.method"] = "tasks"
     for name in SCHEDULER_NAMES:
         dask.base.named_schedulers[name] = get
     return dask.config.set(scheduler=get, **settings)

@@ -45,12 +45,8 @@ def _weights(total: int, cpus: int, fuse: bool | None) -> tuple[int, int]:
 
 def make_plan(graph: Graph, cpus: int, fuse: bool | None = None) -> _graph.Plan:
     """Run the compiled core over an ingested graph."""
-    nodes = graph.nodes
-    flags = None
-    if any(n.block_fusion for n in nodes):
-        flags = [_graph.BLOCK_FUSION if n.block_fusion else 0 for n in nodes]
     # the core's default cost of a node is 1 + its number of dependencies
-    group, bundle = _weights(len(nodes) + len(graph.indices), cpus, fuse)
+    group, bundle = _weights(len(graph.nodes) + len(graph.indices), cpus, fuse)
     return _graph.plan(
         graph.names,
         graph.indptr,
@@ -58,7 +54,7 @@ def make_plan(graph: Graph, cpus: int, fuse: bool | None = None) -> _graph.Plan:
         graph.targets,
         None,
         None,
-        flags,
+        graph.flags,
         group,
         int(option("fusion.split-fanout")) if group > 1 else 0,
         bundle,
