@@ -156,3 +156,24 @@ def test_empty_request_submits_nothing(monkeypatch):
     assert daskray.get({"x": 1}, []) == ()
     assert daskray.get({}, []) == ()
     assert daskray.get({"x": 1}, [[], []]) == ((), ())
+
+
+def test_gc_paused_nests_and_restores():
+    import gc
+
+    from daskray.scheduler import gc_paused
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # the user's choice is kept
+    finally:
+        gc.enable()

@@ -164,3 +164,17 @@ def test_block_fusion_node_runs_alone(spy):
 
 def add1(x):
     return x + 1
+
+
+def test_unfused_dataframe_graph_is_fused_by_daskray(ray_ctx):
+    """dask-expr hands dask.compute an unfused graph (one task per partition and step);
+    daskray's own fusion turns ~500 dask tasks into about groups-per-cpu x CPUs Ray tasks."""
+    pdf = pd.DataFrame({"a": np.arange(10_000.0)})
+    df = dd.from_pandas(pdf, npartitions=100)
+    x = ((df.a + 1) * 2).sum()
+    info = daskray.explain(x, cpus=2)
+    assert len(info.plan.order) >= 400
+    assert info.plan.ngroups <= 2 * 4 + 2, str(info)
+    assert x.compute(scheduler=daskray.get) == ((pdf.a + 1) * 2).sum()
+    unfused = daskray.explain(x, cpus=2, fuse=False)
+    assert unfused.plan.ngroups == len(unfused.plan.order)
