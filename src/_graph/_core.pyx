@@ -43,7 +43,8 @@ whose value leaves it. A cycle of groups would then be a cycle of nodes. Three s
   ``group_weight`` the children's pending pieces are packed, in order, into groups of about
   ``group_weight`` (siblings, all feeding the node): these run in parallel, which is what keeps
   a tree reduction of 20,000 leaves as wide as the cluster. What is left stays pending on the
-  node and moves up. A tree ends at a node with no or several dependents and is closed there::
+  node and moves up. A bin is closed before a piece would take it past ``group_weight``, so
+groups stay near the target instead of up to twice it. A tree ends at a node with no or several dependents and is closed there::
 
         a b c d   e f g h          group_weight 4: [a b c d] [e f g h] run in parallel,
         └┬┘ └┬┘   └┬┘ └┬┘          and the sums above them form a third group
@@ -436,6 +437,13 @@ def plan(list names, indptr_in, indices_in, targets, weights=None, classes=None,
                     ng = _close(gid, nxt, c, ng)
                     x = True
                     continue
+                if bh != -1 and bw + pend_w[c] > group_weight:  # c would overfill the bin
+                    ng = _close(gid, nxt, bh, ng)
+                    x = True
+                    bh = -1
+                    bt = -1
+                    bw = 0
+                    bx = False
                 if bh == -1:
                     bh = c
                 else:
@@ -476,6 +484,9 @@ def plan(list names, indptr_in, indices_in, targets, weights=None, classes=None,
             # bundle: small sink pieces (nothing depends on them) or small source pieces
             # (nothing flows into them), per class
             bkey = (kl[u], dcount[u] != 0)
+            if bkey in bin_head and bin_w[bkey] + pend_w[u] > bundle_weight:  # would overfill
+                sh = bin_head.pop(bkey)
+                ng = _close(gid, nxt, sh, ng)
             if bkey in bin_head:
                 nxt[<i64> bin_tail[bkey]] = u
                 bin_w[bkey] += pend_w[u]

@@ -247,6 +247,12 @@ def plan(
                     close(c)
                     x = True
                     continue
+                if bh != -1 and bw + pend_w[c] > group_weight:  # c would overfill the bin
+                    close(bh)
+                    x = True
+                    bh = bt = -1
+                    bw = 0
+                    bx = False
                 if bh == -1:
                     bh = c
                 else:
@@ -290,6 +296,8 @@ def plan(
             # bundle: small sink pieces (nothing depends on them) or small source pieces
             # (nothing flows into them), per class
             k = (classes[u], dcount[u] != 0)
+            if k in bin_head and bin_w[k] + pend_w[u] > bundle_weight:  # u would overfill it
+                close(bin_head.pop(k))
             if k in bin_head:
                 nxt[bin_tail[k]] = u
                 bin_w[k] += pend_w[u]
