@@ -28,18 +28,25 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 
 
+#: the session's Ray: 2 CPUs, and a declared GPU and custom resource (no hardware needed) so
+#: that annotation tests can place tasks on them
+RAY_KWARGS = dict(
+    address="local",
+    num_cpus=2,
+    num_gpus=1,
+    resources={"special": 2},
+    include_dashboard=False,
+    log_to_driver=False,
+)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
-    """The session's local Ray (2 CPUs); yields the ``ray`` module."""
+    """The session's local Ray (:data:`RAY_KWARGS`); yields the ``ray`` module."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(
-            address="local",
-            num_cpus=2,
-            include_dashboard=False,
-            log_to_driver=False,
-        )
+        ray.init(**RAY_KWARGS)
     yield ray
     ray.shutdown()
 
@@ -48,5 +55,5 @@ def ray_session():
 def ray_ctx(ray_session):
     """Function-scoped alias of :func:`ray_session` that also checks the session Ray is up."""
     if not ray_session.is_initialized():  # a cluster test shut it down; bring it back
-        ray_session.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray_session.init(**RAY_KWARGS)
     return ray_session

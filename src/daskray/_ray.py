@@ -25,6 +25,7 @@ import ray
 from dask._task_spec import Alias, DataNode
 from dask.utils import key_split
 
+from .annotations import ResourceError, freeze, thaw
 from .worker import run_group
 
 _lock = threading.Lock()
@@ -69,6 +70,40 @@ def cluster_cpus() -> int:
     return _cpu_cache[1]
 
 
+_nodes_cache: list = [0.0, []]  # (time read, alive nodes' resources)
+
+
+def check_feasible(class_options: list, classes: list | None, names: list) -> None:
+    """Raise :class:`ResourceError` if some options class asks for more than any alive node
+    offers (GPUs on a cluster without them, an unknown custom resource, too much memory):
+    Ray would otherwise queue those tasks forever. Names the keys and the request."""
+    now = time.monotonic()
+    if now - _nodes_cache[0] > 10.0:
+        _nodes_cache[1] = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        _nodes_cache[0] = now
+    nodes = _nodes_cache[1]
+    for cls, opts in enumerate(class_options):
+        need = {"CPU": opts.get("num_cpus", 1), "GPU": opts.get("num_gpus", 0)}
+        need["memory"] = opts.get("memory", 0)
+        need.update(opts.get("resources") or {})
+        need = {k: v for k, v in need.items() if v}
+        if any(all(node.get(k, 0) >= v for k, v in need.items()) for node in nodes):
+            continue
+        if classes is None:
+            keys = names[:5]
+        else:
+            keys = [names[i] for i, c in enumerate(classes) if c == cls][:5]
+        hidden = ("node:", "object_store_memory")
+        offered = [{k: v for k, v in node.items() if not k.startswith(hidden)} for node in nodes]
+        raise ResourceError(
+            f"No Ray node can run the tasks {keys}{' ...' if len(keys) == 5 else ''}: they "
+            f"request {need}, and the cluster's nodes offer {offered}. Lower the request "
+            "(dask.annotate(resources=...), ray_remote_args) or add nodes that have it.",
+            keys,
+            need,
+        )
+
+
 @ray.remote
 def _run_group(spec: tuple, *values: Any) -> Any:
     return run_group(spec, *values)
@@ -81,7 +116,7 @@ def _remote(num_returns: int, name: str | None, remote_args: tuple):
     key = (num_returns, name, remote_args)
     fn = _options_cache.get(key)
     if fn is None:
-        opts = dict(remote_args)
+        opts = thaw(remote_args)
         if name:
             opts["name"] = name
         fn = _run_group.options(num_returns=num_returns, **opts)
@@ -91,11 +126,22 @@ def _remote(num_returns: int, name: str | None, remote_args: tuple):
     return fn
 
 
-def submit(plan, nodes: list, targets: list, *, remote_args: dict, task_names: bool) -> list:
+def submit(
+    plan,
+    nodes: list,
+    targets: list,
+    *,
+    remote_args: dict,
+    task_names: bool,
+    classes: list | None = None,
+    class_options: list | None = None,
+) -> list:
     """Submit every group of ``plan``; return one ObjectRef (or local value) per target.
 
     A target that is a plain DataNode comes back as ``(False, value)``, others as
-    ``(True, ref)``.
+    ``(True, ref)``. ``classes[i]`` is node ``i``'s options class and ``class_options[c]`` the
+    Ray options of class ``c`` (all members of a group share one class); without them every
+    Ray task gets ``remote_args``.
     """
     names = plan.names
     ng = plan.ngroups
@@ -110,7 +156,9 @@ def submit(plan, nodes: list, targets: list, *, remote_args: dict, task_names: b
     target_set = set(targets)
     refs: dict = {}
     data: dict = {}
-    frozen_args = tuple(sorted(remote_args.items()))
+    if class_options is None:
+        class_options = [remote_args]
+    frozen = [freeze(o) for o in class_options]
     put = ray.put
 
     def ref_of(i):
@@ -139,7 +187,8 @@ def submit(plan, nodes: list, targets: list, *, remote_args: dict, task_names: b
             [names[i] for i in outs],
         )
         name = key_split(names[outs[-1]]) if task_names else None
-        result = _remote(len(outs), name, frozen_args).remote(spec, *[ref_of(i) for i in ins])
+        opts = frozen[classes[members[m0]]] if classes is not None else frozen[0]
+        result = _remote(len(outs), name, opts).remote(spec, *[ref_of(i) for i in ins])
         if len(outs) == 1:
             refs[outs[0]] = result
         else:

@@ -3,7 +3,8 @@
 dask calls a scheduler as ``get(dsk, keys)`` where ``dsk`` is any of
 
 * a dask-expr expression (``dask.compute`` passes ``FinalizeCompute(expr)``): we ask it for
-  ``__dask_graph__()``;
+  ``__dask_graph__()`` -- or, when its layers carry annotations, run its unoptimized graph
+  (see :mod:`daskray.annotations`);
 * a ``HighLevelGraph`` (a Mapping of layers) or a plain dict, whose values are
   ``dask._task_spec`` nodes (``Task``, ``DataNode``, ``Alias``, containers), legacy tuples
   ``(func, *args)``, references to other keys, or literal data;
@@ -18,7 +19,6 @@ cycle -- raises here or in the core, before anything is submitted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from itertools import repeat
 from operator import attrgetter
 from typing import Any
@@ -27,6 +27,7 @@ from dask._task_spec import Alias, DataNode, GraphNode, Task, convert_legacy_gra
 
 from . import _graph
 from ._graph import InvalidKeyError
+from .annotations import graph_and_annotations
 from .worker import same
 
 
@@ -43,10 +44,14 @@ class Graph:
         "request",
         "source",
         "flags",
+        "annotations",
     )
 
-    def __init__(self, names, nodes, index, indptr, indices, targets, request, source, flags):
+    def __init__(
+        self, names, nodes, index, indptr, indices, targets, request, source, flags, annotations
+    ):
         self.flags = flags
+        self.annotations = annotations
         self.names = names
         self.nodes = nodes
         self.index = index
@@ -76,19 +81,6 @@ def _flatten_request(keys: Any, out: list) -> None:
             stack.extend(reversed(k))
         else:
             out.append(k)
-
-
-def to_mapping(dsk: Any) -> Mapping:
-    """The task mapping of any graph form (an expression, a HighLevelGraph, a dict)."""
-    if isinstance(dsk, Mapping):
-        return dsk
-    graph = getattr(dsk, "__dask_graph__", None)
-    if graph is None:
-        raise TypeError(
-            f"daskray.get expects a task graph (a dict, a HighLevelGraph or a dask "
-            f"expression), got {type(dsk).__name__}"
-        )
-    return graph()
 
 
 _dependencies = attrgetter("dependencies")
@@ -151,7 +143,7 @@ def _nodes(mapping: dict) -> tuple[list, list, set]:
 def ingest(dsk: Any, keys: Any) -> Graph:
     """Normalize ``dsk`` and ``keys`` into a :class:`Graph`; raise on bad input."""
     source = dsk
-    mapping = to_mapping(dsk)
+    mapping, annotations = graph_and_annotations(dsk)
     if not isinstance(mapping, dict):
         mapping = dict(mapping)  # materialize a HighLevelGraph's layers
     names, nodes, types = _nodes(mapping)
@@ -180,7 +172,8 @@ def ingest(dsk: Any, keys: Any) -> Graph:
             f"Requested keys not in the graph: {shown}"
             + (f" ... and {len(missing) - 10} more" if len(missing) > 10 else "")
         )
-    return Graph(names, nodes, index, indptr, indices, targets, keys, source, _flags(nodes, types))
+    flags = _flags(nodes, types)
+    return Graph(names, nodes, index, indptr, indices, targets, keys, source, flags, annotations)
 
 
 def is_data(node: GraphNode) -> bool:

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from . import _graph
+from .annotations import classes_of, to_ray_options
 from .config import option
 from .ingest import Graph, ingest
 from .worker import run_group
@@ -46,8 +47,10 @@ def _weights(total: int, cpus: int, fuse: bool | None) -> tuple[int, int]:
     return group, max(lo, group // per_cpu)
 
 
-def make_plan(graph: Graph, cpus: int, fuse: bool | None = None) -> _graph.Plan:
-    """Run the compiled core over an ingested graph."""
+def make_plan(
+    graph: Graph, cpus: int, fuse: bool | None = None, classes: list | None = None
+) -> _graph.Plan:
+    """Run the compiled core over an ingested graph (``classes``: per-node options class)."""
     # the core's default cost of a node is 1 + its number of dependencies
     group, bundle = _weights(len(graph.nodes) + len(graph.indices), cpus, fuse)
     return _graph.plan(
@@ -56,7 +59,7 @@ def make_plan(graph: Graph, cpus: int, fuse: bool | None = None) -> _graph.Plan:
         graph.indices,
         graph.targets,
         None,
-        None,
+        classes,
         graph.flags,
         group,
         int(option("fusion.split-fanout")) if group > 1 else 0,
@@ -102,6 +105,9 @@ def get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
         Override ``daskray.fusion.enabled``.
     ray_remote_args : dict, optional
         Ray options for every Ray task of this compute (``num_cpus``, ``resources``, ...).
+    resources, retries : optional
+        Compute-wide defaults spelled as dask annotations (``resources={"GPU": 1}``); per-key
+        annotations override them (see :mod:`daskray.annotations`).
     address, num_cpus : optional
         Override ``daskray.address`` / ``daskray.num-cpus`` when Ray is not yet connected.
 
@@ -116,6 +122,7 @@ def get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
     debug = bool(kwargs.pop("debug", False))
     fuse = kwargs.pop("fuse", None)
     remote_args = kwargs.pop("ray_remote_args", None)
+    defaults = {k: kwargs.pop(k) for k in ("resources", "retries") if k in kwargs}
     address = kwargs.pop("address", None)
     num_cpus = kwargs.pop("num_cpus", None)
     for k in _DASK_LOCAL_KWARGS:
@@ -125,25 +132,31 @@ def get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
 
     with gc_paused():
         graph = ingest(dsk, keys)
+        base = dict(option("ray-remote-args"))
+        base.update(remote_args or {})
+        base.update(to_ray_options(defaults, "<compute keywords>"))
+        classes, class_options = classes_of(graph.names, graph.index, graph.annotations, base)
     if not graph.targets:
         return graph.repack([])
     if debug:
-        plan = make_plan(graph, os.cpu_count() or 1, fuse)
+        plan = make_plan(graph, os.cpu_count() or 1, fuse, classes)
         return graph.repack(run_local(plan, graph))
 
     from . import _ray
 
     _ray.connect(option("address", address), option("num-cpus", num_cpus), option("init-kwargs"))
-    args = dict(option("ray-remote-args"))
-    args.update(remote_args or {})
+    if classes is not None or any(class_options[0].values()):
+        _ray.check_feasible(class_options, classes, graph.names)
     with gc_paused():
-        plan = make_plan(graph, _ray.cluster_cpus(), fuse)
+        plan = make_plan(graph, _ray.cluster_cpus(), fuse, classes)
         handles = _ray.submit(
             plan,
             graph.nodes,
             graph.targets,
-            remote_args=args,
+            remote_args=base,
             task_names=bool(option("task-names")),
+            classes=classes,
+            class_options=class_options,
         )
     del plan
     return graph.repack(_ray.gather(handles))
