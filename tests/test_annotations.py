@@ -184,3 +184,35 @@ def test_infeasible_compute_keyword(monkeypatch, ray_ctx):
         da.ones(10, chunks=5).sum().compute(scheduler=daskray.get, resources={"GPU": 4})
     monkeypatch.undo()  # and the cluster is still usable
     assert da.ones(10, chunks=5).sum().compute(scheduler=daskray.get) == 10
+
+
+def _first_group(info, prefix):
+    plan, names = info.plan, info.graph.names
+    return min(plan.group_of[i] for i, k in enumerate(names) if str(k).startswith(prefix))
+
+
+def test_priority_orders_submission(spy):
+    """
+    low0..low9 -> sum         two independent reductions; the one annotated priority=10 is
+    high0..high9 -> add -> sum   submitted first although it comes second
+    """
+    a = da.ones(100, chunks=10, name="low").sum()
+    with dask.annotate(priority=10):
+        b = (da.zeros(100, chunks=10, name="high") + 1).sum()
+    info = daskray.explain(a, b, cpus=2, fuse=False)
+    assert _first_group(info, "('high'") < _first_group(info, "('low'")
+    assert dask.compute(a, b, scheduler=daskray.get, fuse=False) == (100, 100)
+    names = [n for n, _ in spy.calls]
+    assert names.index("high") < names.index("low"), names
+    # without the annotation, graph order: the first collection first
+    b2 = (da.zeros(100, chunks=10, name="high") + 1).sum()
+    info = daskray.explain(a, b2, cpus=2, fuse=False, optimize_graph=False)
+    assert _first_group(info, "('low'") < _first_group(info, "('high'")
+
+
+def test_priority_must_be_an_int(monkeypatch, ray_ctx):
+    monkeypatch.setattr(_ray, "submit", lambda *a, **k: pytest.fail("submitted"))
+    with dask.annotate(priority=lambda k: "high"):
+        y = da.ones(10, chunks=5) + 1
+    with pytest.raises(AnnotationError, match="priority='high'"):
+        y.compute(scheduler=daskray.get)

@@ -1215,6 +1215,14 @@ def plan_args(draw):
     return names, deps, targets, weights, classes, flags, group_weight, split_fanout, bundle_weight
 
 
+@st.composite
+def prioritized_plan_args(draw):
+    args = draw(plan_args())
+    n = len(args[0])
+    priorities = draw(st.none() | st.lists(st.integers(-3, 3), min_size=n, max_size=n))
+    return (*args, priorities)
+
+
 HYPOTHESIS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -1239,17 +1247,43 @@ def test_random_dag_invariants(args):
 
 @needs_core
 @HYPOTHESIS
-@given(plan_args())
+@given(prioritized_plan_args())
 def test_parity_random_dag(args):
-    names, deps, targets, weights, classes, flags, gw, sf, bw = args
+    names, deps, targets, weights, classes, flags, gw, sf, bw, prio = args
     r_core = _core.intern(names, deps)
     r_pure = _pure.intern(names, deps)
     assert r_core == r_pure
     index, indptr, indices = r_core
-    p_core = _core.plan(names, indptr, indices, targets, weights, classes, flags, gw, sf, bw)
-    p_pure = _pure.plan(names, indptr, indices, targets, weights, classes, flags, gw, sf, bw)
+    p_core = _core.plan(names, indptr, indices, targets, weights, classes, flags, gw, sf, bw, prio)
+    p_pure = _pure.plan(names, indptr, indices, targets, weights, classes, flags, gw, sf, bw, prio)
     assert p_core == p_pure
     check_plan(p_core, indptr, indices, targets, classes=classes, flags=flags)
+    if prio is not None:  # priorities reorder groups, never change them
+        plain = _pure.plan(names, indptr, indices, targets, weights, classes, flags, gw, sf, bw)
+        assert plain.ngroups == p_core.ngroups
+        assert sorted(map(tuple, map(list, _members(plain)))) == sorted(
+            map(tuple, map(list, _members(p_core)))
+        )
+
+
+def _members(plan):
+    return [plan.group(g)[0] for g in range(plan.ngroups)]
+
+
+def test_priorities_put_ready_groups_first(core):
+    """
+    a0 a1 a2     b0 b1 b2      two independent sink bundles/chains; b is prioritized
+    """
+    names = ["a0", "a1", "a2", "b0", "b1", "b2"]
+    deps = [(), ("a0",), ("a1",), (), ("b0",), ("b1",)]
+    index, indptr, indices = core.intern(names, deps)
+    plain = core.plan(names, indptr, indices, [2, 5])
+    assert plain.group_of[2] < plain.group_of[5]
+    p = core.plan(names, indptr, indices, [2, 5], priorities=[0, 0, 0, 1, 1, 1])
+    assert p.group_of[5] < p.group_of[2]
+    assert p.group_of[3] == 0  # b's chain starts the plan
+    with pytest.raises(ValueError, match="priorities must have 6 entries, got 2"):
+        core.plan(names, indptr, indices, [2, 5], priorities=[1, 2])
 
 
 @st.composite

@@ -16,4 +16,5 @@ def plan(
     group_weight: int = ...,
     split_fanout: int = ...,
     bundle_weight: int = ...,
+    priorities: Sequence[int] | None = ...,
 ) -> Plan: ...

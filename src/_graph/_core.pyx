@@ -225,7 +225,7 @@ cdef array _as_i64(object seq, Py_ssize_t n, i64 default, str what):
 
 
 def plan(list names, indptr_in, indices_in, targets, weights=None, classes=None, flags=None,
-         i64 group_weight=1, Py_ssize_t split_fanout=2, i64 bundle_weight=0):
+         i64 group_weight=1, Py_ssize_t split_fanout=2, i64 bundle_weight=0, priorities=None):
     """Order, cull and fuse a graph into groups.
 
     Parameters
@@ -245,6 +245,9 @@ def plan(list names, indptr_in, indices_in, targets, weights=None, classes=None,
         Minimum number of single-dependency dependents that make a split group.
     bundle_weight : int
         Target weight of a bundle of small sink or source trees (``<= 0``: ``group_weight``).
+    priorities : sequence of int, optional
+        Per node (dask's ``priority`` annotation): among groups ready at the same point of the
+        group order, those holding a higher priority come first.
 
     Returns
     -------
@@ -540,23 +543,39 @@ def plan(list names, indptr_in, indices_in, targets, weights=None, classes=None,
                 gfill[h] += 1
     cdef _Buf newid_b = _Buf(ng, -1)
     cdef i64 *newid = newid_b.p
-    cdef _Buf heap_b = _Buf(ng, 0)  # binary min-heap of groups keyed by first[]
+    cdef _Buf heap_b = _Buf(ng, 0)  # binary min-heap of groups keyed by key[]
     cdef i64 *heap = heap_b.p
     cdef Py_ssize_t hn = 0
     cdef i64 done = 0
+    cdef i64 *key = first
+    cdef _Buf rank_b
+    cdef list gprio
+    if priorities is not None:  # a group's priority is its members' highest; higher first
+        if len(priorities) != n:
+            raise ValueError(f"priorities must have {n} entries, got {len(priorities)}")
+        gprio = [None] * ng
+        for i in range(m):
+            v = od[i]
+            g = gid[v]
+            if gprio[g] is None or priorities[v] > gprio[g]:
+                gprio[g] = priorities[v]
+        rank_b = _Buf(ng, 0)
+        key = rank_b.p
+        for i, g in enumerate(sorted(range(ng), key=lambda g: (-gprio[g], first[g]))):
+            key[g] = i
     for g in range(ng):
         if gdeg[g] == 0:
-            hn = _heap_push(heap, hn, first, g)
+            hn = _heap_push(heap, hn, key, g)
     while hn > 0:
         g = heap[0]
-        hn = _heap_pop(heap, hn, first)
+        hn = _heap_pop(heap, hn, key)
         newid[g] = done
         done += 1
         for q in range(gcount[g], gcount[g + 1]):
             h = gsucc[q]
             gdeg[h] -= 1
             if gdeg[h] == 0:
-                hn = _heap_push(heap, hn, first, h)
+                hn = _heap_push(heap, hn, key, h)
     if done != ng:
         raise RuntimeError("daskray internal error: fused groups form a cycle; please report this graph")
 

@@ -87,6 +87,7 @@ def plan(
     group_weight: int = 1,
     split_fanout: int = 2,
     bundle_weight: int = 0,
+    priorities=None,
 ) -> Plan:
     """Order, cull and fuse a graph into groups; see ``_core.pyx`` for the algorithm."""
     _check_list(names)
@@ -338,7 +339,19 @@ def plan(
             if h != g:
                 gsucc[gfill[h]] = g
                 gfill[h] += 1
-    heap = [(first[g], g) for g in range(ng) if gdeg[g] == 0]
+    key = first
+    if priorities is not None:  # a group's priority is its members' highest; higher first
+        if len(priorities) != n:
+            raise ValueError(f"priorities must have {n} entries, got {len(priorities)}")
+        gprio: list = [None] * ng
+        for v in order:
+            g = gid[v]
+            if gprio[g] is None or priorities[v] > gprio[g]:
+                gprio[g] = priorities[v]
+        key = [0] * ng
+        for r, g in enumerate(sorted(range(ng), key=lambda g: (-gprio[g], first[g]))):
+            key[g] = r
+    heap = [(key[g], g) for g in range(ng) if gdeg[g] == 0]
     heapq.heapify(heap)
     newid = [-1] * ng
     done = 0
@@ -350,7 +363,7 @@ def plan(
             h = gsucc[q]
             gdeg[h] -= 1
             if gdeg[h] == 0:
-                heapq.heappush(heap, (first[h], h))
+                heapq.heappush(heap, (key[h], h))
     if done != ng:
         raise RuntimeError(
             "daskray internal error: fused groups form a cycle; please report this graph"

@@ -15,7 +15,9 @@ What they become (lowest precedence first)
 ------------------------------------------
 1. ``daskray.ray-remote-args`` (config), then ``get(..., ray_remote_args={...})``;
 2. ``get(..., resources={...}, retries=n)``: compute-wide defaults, spelled as annotations;
-3. per key: ``resources`` -> ``num_cpus``/``num_gpus``/``memory`` (bytes)/``resources`` (custom),
+3. per key: ``priority`` -> submission order (the core puts ready groups holding a higher
+   priority first; Ray has no task priorities of its own);
+   ``resources`` -> ``num_cpus``/``num_gpus``/``memory`` (bytes)/``resources`` (custom),
    ``retries`` -> ``max_retries`` with ``retry_exceptions=True`` (dask retries on any error),
    then a ``ray_remote_args`` annotation, passed through as Ray options (ray.util.dask's
    spelling).
@@ -33,8 +35,10 @@ from typing import Any
 
 from ._graph import GraphError
 
-#: annotation names daskray maps to Ray options; others (e.g. dask's ``priority``) are ignored
-KNOWN = ("resources", "retries", "ray_remote_args")
+#: annotation names daskray maps to Ray options
+OPTIONS = ("resources", "retries", "ray_remote_args")
+#: annotation names daskray reads (``priority`` orders submission); others are ignored
+KNOWN = (*OPTIONS, "priority")
 
 
 class AnnotationError(GraphError, TypeError):
@@ -183,7 +187,7 @@ def classes_of(
     from dask._expr import _AnnotationsTombstone
 
     per_key: dict[Any, dict] = {}
-    for name in KNOWN:
+    for name in OPTIONS:
         for key, value in annotations.get(name, {}).items():
             if key in index and not isinstance(value, _AnnotationsTombstone):
                 per_key.setdefault(key, {})[name] = value
@@ -205,3 +209,24 @@ def classes_of(
             options.append(opts)
         classes[index[key]] = cls
     return (classes if len(options) > 1 else None), options
+
+
+def priorities_of(names: list, index: dict, annotations: dict[str, dict]) -> list | None:
+    """Per-node ``priority`` annotations (higher is submitted earlier; default 0), or None.
+
+    >>> priorities_of(["a", "b"], {"a": 0, "b": 1}, {"priority": {"b": 5}})
+    [0, 5]
+    """
+    from dask._expr import _AnnotationsTombstone
+
+    given = annotations.get("priority")
+    if not given:
+        return None
+    out = [0] * len(names)
+    for key, value in given.items():
+        if key not in index or isinstance(value, _AnnotationsTombstone):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _bad(key, "priority", value, "an int (higher runs earlier)")
+        out[index[key]] = value
+    return out if any(out) else None

@@ -85,8 +85,9 @@ def explain(
     from dask.base import collections_to_expr
     from dask.core import flatten
 
-    expr = FinalizeCompute(collections_to_expr(list(collections), optimize_graph))
-    expr = expr.optimize() if optimize_graph else expr
+    # as dask.compute: optimize_graph selects dask's low-level optimizations, and the
+    # expression is always simplified
+    expr = FinalizeCompute(collections_to_expr(list(collections), optimize_graph)).optimize()
     keys = list(flatten(expr.__dask_keys__()))
     graph = ingest(expr, keys)
     if cpus is None:

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from . import _graph
-from .annotations import classes_of, to_ray_options
+from .annotations import classes_of, priorities_of, to_ray_options
 from .config import option
 from .ingest import Graph, ingest
 from .worker import run_group
@@ -51,6 +51,7 @@ def make_plan(
     graph: Graph, cpus: int, fuse: bool | None = None, classes: list | None = None
 ) -> _graph.Plan:
     """Run the compiled core over an ingested graph (``classes``: per-node options class)."""
+    priorities = priorities_of(graph.names, graph.index, graph.annotations)
     # the core's default cost of a node is 1 + its number of dependencies
     group, bundle = _weights(len(graph.nodes) + len(graph.indices), cpus, fuse)
     return _graph.plan(
@@ -64,6 +65,7 @@ def make_plan(
         group,
         int(option("fusion.split-fanout")) if group > 1 else 0,
         bundle,
+        priorities,
     )
 
 
