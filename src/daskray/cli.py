@@ -1,0 +1,148 @@
+"""The ``daskray`` command: ``demo`` (default), ``bench`` and ``info``.
+
+``daskray bench [WORKLOAD ...] --schedulers daskray,ray_dask_get,threads,sync`` runs the
+benchmark workloads of :mod:`daskray.bench` side by side in one process, on one local Ray,
+and writes a JSON file of the timings and a PNG bar chart of each scheduler's time relative to
+``ray_dask_get`` (log scale). ``daskray info`` prints versions, whether the compiled core is
+active, and the Ray cluster's nodes and resources.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def info(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="daskray info", description="versions and cluster")
+    parser.add_argument("--address", default=None, help="Ray address (default: a local Ray)")
+    args = parser.parse_args(argv)
+    import dask
+    import ray
+
+    import daskray
+    from daskray import _graph
+
+    print(f"daskray {daskray.__version__}")
+    print(f"compiled core: {_graph.COMPILED} ({_graph.plan.__module__})")
+    print(f"ray {ray.__version__}, dask {dask.__version__}, python {sys.version.split()[0]}")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=args.address or "local", include_dashboard=False, log_to_driver=False)
+    try:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        print(f"ray cluster: {len(nodes)} node(s)")
+        for n in nodes:
+            res = {
+                k: v
+                for k, v in sorted(n["Resources"].items())
+                if not k.startswith("node:") and k not in ("object_store_memory",)
+            }
+            print(f"  {n['NodeID'][:12]}  {n['NodeManagerAddress']}  {res}")
+    finally:
+        if started:
+            ray.shutdown()
+    return 0
+
+
+def bench(argv: list[str]) -> int:
+    from daskray import bench as workloads
+
+    parser = argparse.ArgumentParser(
+        prog="daskray bench", description="run benchmark workloads side by side"
+    )
+    parser.add_argument(
+        "workloads",
+        nargs="*",
+        metavar="WORKLOAD",
+        help=f"any of {', '.join(workloads.WORKLOADS)} (default: all but 'million')",
+    )
+    parser.add_argument("--schedulers", default="daskray,ray_dask_get,threads,sync")
+    parser.add_argument("--scale", type=float, default=1.0, help="1.0: the target sizes")
+    parser.add_argument("--repeat", type=int, default=1, help="timed runs (best is kept)")
+    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray")
+    parser.add_argument("--output", default="daskray-bench", help="writes OUTPUT.json/.png")
+    args = parser.parse_args(argv)
+    names = args.workloads or [w for w in workloads.WORKLOADS if w != "million"]
+    unknown = [w for w in names if w not in workloads.WORKLOADS]
+    if unknown:
+        parser.error(f"unknown workloads {unknown}; choose from {list(workloads.WORKLOADS)}")
+    gets = workloads.schedulers(args.schedulers.split(","))
+
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(
+            address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False
+        )
+    rows: list[dict[str, Any]] = []
+    try:
+        for name in names:
+            w = workloads.WORKLOADS[name]
+            for get in gets.values():  # warm-up: worker start-up and imports count for none
+                workloads.time_it(w, get, min(args.scale, 0.01))
+            times, values = workloads.side_by_side(w, gets, args.scale, args.repeat)
+            first = next(iter(values.values()))
+            agree = all(workloads.same(first, v) for v in values.values())
+            rows.append({"workload": name, "seconds": times, "agree": agree})
+            shown = "  ".join(f"{s} {t:.3f}s" for s, t in times.items())
+            print(f"{name:10s} {shown}  {'agree' if agree else 'RESULTS DIFFER'}", flush=True)
+    finally:
+        if started:
+            ray.shutdown()
+    report = {
+        "scale": args.scale,
+        "schedulers": list(gets),
+        "cpus": args.num_cpus,
+        "rows": rows,
+    }
+    with open(f"{args.output}.json", "w") as f:
+        json.dump(report, f, indent=1)
+    chart(report, f"{args.output}.png")
+    print(f"wrote {args.output}.json and {args.output}.png")
+    return 0 if all(r["agree"] for r in rows) else 1
+
+
+def chart(report: dict, path: str) -> None:
+    """A grouped bar chart: each scheduler's time relative to ray_dask_get, log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    scheds = report["schedulers"]
+    base = "ray_dask_get" if "ray_dask_get" in scheds else scheds[0]
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows)), 4.5))
+    width = 0.8 / len(scheds)
+    for j, s in enumerate(scheds):
+        ratios = [r["seconds"][s] / r["seconds"][base] for r in rows]
+        xs = [i + (j - (len(scheds) - 1) / 2) * width for i in range(len(rows))]
+        ax.bar(xs, ratios, width, label=s)
+    ax.set_yscale("log")
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(rows)), [r["workload"] for r in rows])
+    ax.set_ylabel(f"time relative to {base} (log; lower is faster)")
+    ax.set_title(f"daskray bench, scale {report['scale']}")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv.pop(0) if argv and not argv[0].startswith("-") else "demo"
+    if command == "demo":
+        from .demo import main as demo
+
+        return demo(argv)
+    if command == "bench":
+        return bench(argv)
+    if command == "info":
+        return info(argv)
+    print(f"unknown command {command!r}; use: daskray [demo|bench|info] ...", file=sys.stderr)
+    return 2
