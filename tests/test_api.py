@@ -65,9 +65,9 @@ def test_compute_and_persist_entry_points(ray_ctx):
     with dask.config.set(scheduler=daskray.get):
         assert y.compute() == 9900
         (z,) = dask.persist(x * 3)
-    np.testing.assert_array_equal(z.compute(scheduler="sync"), np.arange(100) * 3)
+    np.testing.assert_array_equal(z.compute(scheduler=daskray.get), np.arange(100) * 3)
     z2 = (x + 1).persist(scheduler=daskray.get)
-    np.testing.assert_array_equal(z2.compute(scheduler="sync"), np.arange(100) + 1)
+    np.testing.assert_array_equal(z2.compute(scheduler=daskray.get), np.arange(100) + 1)
 
 
 def test_runs_on_ray_workers(ray_ctx):

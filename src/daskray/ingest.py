@@ -28,6 +28,7 @@ from dask._task_spec import Alias, DataNode, GraphNode, Task, convert_legacy_gra
 from . import _graph
 from ._graph import InvalidKeyError
 from .annotations import graph_and_annotations
+from .futures import RayFuture, persisted
 from .worker import same
 
 
@@ -83,6 +84,10 @@ def _flatten_request(keys: Any, out: list) -> None:
             out.append(k)
 
 
+_MISSING = object()
+# graph entries that stand for no task: the key's value is a persisted one
+_ABSENT = (object, RayFuture)
+
 _dependencies = attrgetter("dependencies")
 _key = attrgetter("key")
 
@@ -91,14 +96,28 @@ def _flags(nodes: list, types: set) -> list | None:
     """Per-node core flags (``BLOCK_FUSION``), or None when no node sets any.
 
     ``GraphNode.block_fusion`` is a property that only subclasses override, so only nodes of
-    such types are asked.
+    such types are asked. A ``DataNode`` holding a Ray ObjectRef (a persisted value) also runs
+    alone: its ref is handed to consumers as a task argument, which Ray resolves; inside a
+    fused group it would reach the task as a bare ref.
     """
     base = GraphNode.block_fusion
     special = {t for t in types if t.block_fusion is not base}
-    if not special:
+    refs = DataNode in types and any(_is_object_ref(n.value) for n in nodes if type(n) is DataNode)
+    if not special and not refs:
         return None
-    flags = [_graph.BLOCK_FUSION if type(n) in special and n.block_fusion else 0 for n in nodes]
+    flags = [
+        _graph.BLOCK_FUSION
+        if (type(n) in special and n.block_fusion)
+        or (type(n) is DataNode and _is_object_ref(n.value))
+        else 0
+        for n in nodes
+    ]
     return flags if any(flags) else None
+
+
+def _is_object_ref(value: Any) -> bool:
+    t = type(value)
+    return t.__name__ == "ObjectRef" and t.__module__.startswith("ray")
 
 
 def _nodes(mapping: dict) -> tuple[list, list, set]:
@@ -147,6 +166,12 @@ def ingest(dsk: Any, keys: Any) -> Graph:
     if not isinstance(mapping, dict):
         mapping = dict(mapping)  # materialize a HighLevelGraph's layers
     names, nodes, types = _nodes(mapping)
+    held = persisted()
+    if held:  # values persisted on Ray that this graph may refer to by key
+        extra = [k for k in held if type(mapping.get(k, _MISSING)) in _ABSENT]
+        names.extend(extra)
+        nodes.extend(DataNode(k, held[k]) for k in extra)
+        types.add(DataNode)
     index, indptr, indices = _graph.intern(names, list(map(_dependencies, nodes)))
 
     flat: list = []

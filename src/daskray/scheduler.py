@@ -22,6 +22,7 @@ from typing import Any
 from . import _graph
 from .annotations import classes_of, priorities_of, to_ray_options
 from .config import option
+from .futures import RayFuture
 from .ingest import Graph, ingest
 from .worker import run_group
 
@@ -121,6 +122,12 @@ def get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
     >>> get({"x": 1, "y": (add, "x", 10)}, [["x"], "y"], debug=True)
     ((1,), 11)
     """
+    return _compute(dsk, keys, kwargs, fetch=True)
+
+
+def _compute(dsk: Any, keys: Any, kwargs: dict, fetch: bool) -> Any:
+    """:func:`get`'s steps; ``fetch=False`` (persist) answers ``(graph, handles)``: an
+    ObjectRef, or a local value, per requested key, left where it is."""
     debug = bool(kwargs.pop("debug", False))
     fuse = kwargs.pop("fuse", None)
     remote_args = kwargs.pop("ray_remote_args", None)
@@ -139,10 +146,11 @@ def get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
         base.update(to_ray_options(defaults, "<compute keywords>"))
         classes, class_options = classes_of(graph.names, graph.index, graph.annotations, base)
     if not graph.targets:
-        return graph.repack([])
+        return graph.repack([]) if fetch else (graph, [])
     if debug:
         plan = make_plan(graph, os.cpu_count() or 1, fuse, classes)
-        return graph.repack(run_local(plan, graph))
+        values = run_local(plan, graph)
+        return graph.repack(values) if fetch else (graph, [(False, v) for v in values])
 
     from . import _ray
 
@@ -161,7 +169,46 @@ def get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
             class_options=class_options,
         )
     del plan
+    if not fetch:
+        return graph, handles
     return graph.repack(_ray.gather(handles))
+
+
+def persist(collections: list, optimize_graph: bool = True, **kwargs: Any) -> list:
+    """dask's persist protocol (``dask.persist`` calls ``get.persist`` when it exists): compute
+    ``collections`` on Ray and rebuild them around futures of their keys
+    (:class:`daskray.futures.RayFuture`, holding the ObjectRefs), without copying the values to
+    this process. Later computes on the persisted collections pass the refs to their Ray tasks;
+    the values live in Ray's object store as long as the persisted collections do.
+
+    Collections made of several expressions (dask's private ``CompositeExpr``) are persisted
+    by value, through dask's own persist.
+    """
+    import functools
+
+    import dask
+    from dask._expr import CompositeExpr, _ExprSequence
+    from dask.base import collections_to_expr
+    from dask.core import flatten
+
+    expr = collections_to_expr(collections, optimize_graph)
+    parts = list(expr.operands) if isinstance(expr, _ExprSequence) else [expr]
+    if any(isinstance(e, CompositeExpr) for e in parts):
+        return list(dask.persist(*collections, scheduler=functools.partial(get, **kwargs)))
+    expr = expr.optimize()
+    keys_of = [list(flatten(k)) for k in expr.__dask_keys__()]
+    _, handles = _compute(expr, [k for ks in keys_of for k in ks], kwargs, fetch=False)
+    values = {}
+    for k, (is_ref, handle) in zip([k for ks in keys_of for k in ks], handles, strict=True):
+        values[k] = RayFuture(k, handle) if is_ref else handle
+    out = []
+    for coll, keys in zip(collections, keys_of, strict=True):
+        rebuild, state = coll.__dask_postpersist__()
+        out.append(rebuild({k: values[k] for k in keys}, *state))
+    return out
+
+
+get.persist = persist
 
 
 _gc_lock = threading.Lock()
