@@ -44,56 +44,49 @@ def _n(base: int, scale: float, lo: int = 2) -> int:
     return max(lo, int(base * scale))
 
 
+def _tree_reduce(dsk: dict, level: list, prefix: str, fanin: int = 32) -> Any:
+    """Add a ``fanin``-ary tree of ``add_all`` tasks over ``level`` to ``dsk``; its root key."""
+    depth = 0
+    while len(level) > 1:
+        nxt = []
+        for j in range(0, len(level), fanin):
+            k = (prefix, depth, j // fanin)
+            dsk[k] = (add_all, *level[j : j + fanin])
+            nxt.append(k)
+        level = nxt
+        depth += 1
+    return level[0]
+
+
+def _chains(dsk: dict, n: int, length: int, prefix: str) -> list:
+    """Add ``n`` chains of ``length`` ``inc`` tasks to ``dsk``; the keys of their ends."""
+    for c in range(n):
+        dsk[(prefix, c, 0)] = (inc, c)
+        for i in range(1, length):
+            dsk[(prefix, c, i)] = (inc, (prefix, c, i - 1))
+    return [(prefix, c, length - 1) for c in range(n)]
+
+
 def tiny_tree(scale: float):
     """``n`` independent tiny tasks reduced by a 32-ary tree (20,646 tasks at scale 1)."""
     n = _n(20_000, scale)
     dsk: dict = {("leaf", i): (inc, i) for i in range(n)}
-    level = [("leaf", i) for i in range(n)]
-    depth = 0
-    while len(level) > 1:
-        nxt = []
-        for j in range(0, len(level), 32):
-            k = ("reduce", depth, j // 32)
-            dsk[k] = (add_all, *level[j : j + 32])
-            nxt.append(k)
-        level = nxt
-        depth += 1
-    return dsk, level[0]
+    return dsk, _tree_reduce(dsk, [("leaf", i) for i in range(n)], "reduce")
 
 
 def chains(scale: float, length: int = 20):
     """``n`` chains of 20 tiny tasks joined by one final task (20,001 tasks at scale 1)."""
-    n = _n(1_000, scale)
     dsk: dict = {}
-    for c in range(n):
-        dsk[("chain", c, 0)] = (inc, c)
-        for i in range(1, length):
-            dsk[("chain", c, i)] = (inc, ("chain", c, i - 1))
-    dsk["total"] = (add_all, *[("chain", c, length - 1) for c in range(n)])
+    ends = _chains(dsk, _n(1_000, scale), length, "chain")
+    dsk["total"] = (add_all, *ends)
     return dsk, "total"
 
 
 def huge(scale: float):
-    """A 1,000,000-task graph (at scale 1): 50,000 chains of 20 tiny tasks, tree-reduced."""
-    n_chains = _n(50_000, scale)
+    """A 1,000,000-task graph (at scale 1): 50,000 chains of 19 tiny tasks, tree-reduced."""
     dsk: dict = {}
-    ends = []
-    for c in range(n_chains):
-        dsk[("h", c, 0)] = (inc, c)
-        for i in range(1, 19):
-            dsk[("h", c, i)] = (inc, ("h", c, i - 1))
-        ends.append(("h", c, 18))
-    depth = 0
-    level = ends
-    while len(level) > 1:
-        nxt = []
-        for j in range(0, len(level), 32):
-            k = ("hr", depth, j // 32)
-            dsk[k] = (add_all, *level[j : j + 32])
-            nxt.append(k)
-        level = nxt
-        depth += 1
-    return dsk, level[0]
+    ends = _chains(dsk, _n(50_000, scale), 19, "h")
+    return dsk, _tree_reduce(dsk, ends, "hr")
 
 
 def ones_sum(scale: float):
