@@ -216,3 +216,16 @@ def test_priority_must_be_an_int(monkeypatch, ray_ctx):
         y = da.ones(10, chunks=5) + 1
     with pytest.raises(AnnotationError, match="priority='high'"):
         y.compute(scheduler=daskray.get)
+
+
+def test_compute_time_workers_keyword(spy, monkeypatch):
+    from daskray.annotations import WorkerError
+
+    node = spy_node = __import__("ray").get_runtime_context().get_node_id()
+    x = da.ones(20, chunks=10).sum()
+    assert x.compute(scheduler=daskray.get, workers=[node]) == 20
+    strategies = {o.get("scheduling_strategy") for _, o in spy.calls}
+    assert strategies == {("node_affinity", spy_node, False)}
+    monkeypatch.setattr(_ray, "submit", lambda *a, **k: pytest.fail("submitted"))
+    with pytest.raises(WorkerError, match="no-such-node"):
+        x.compute(scheduler=daskray.get, workers="no-such-node")

@@ -12,6 +12,13 @@ many tasks travels once); a lone ``Alias`` reuses its target's ObjectRef.
 The driver keeps an output's ObjectRef only until the last group that consumes it has been
 submitted; after that Ray's reference counting owns the value, and only the requested keys'
 refs survive the pass. Options objects (``.options(num_returns=..., name=...)``) are cached.
+For :func:`gather` only, the pass also records one ObjectRef per Ray task (its first return),
+dropped once the task is seen finished.
+
+Gathering fails fast: it polls the compute's unfinished tasks (one ``ray.wait`` per poll),
+looks for an error in each finished task's object when it is small, raises the first error
+within a poll or so of the failure even while slow siblings still run, and cancels every task
+of the compute still in flight; a ``KeyboardInterrupt`` while waiting cancels them too.
 """
 
 from __future__ import annotations
@@ -24,20 +31,48 @@ from typing import Any
 import ray
 from dask._task_spec import Alias, DataNode
 from dask.utils import key_split
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from .annotations import ResourceError, freeze, thaw
+from .annotations import NODE_AFFINITY, WORKERS, ResourceError, WorkerError, freeze, thaw
 from .worker import run_group
 
 _lock = threading.Lock()
-_cpu_cache: list = [0.0, 0]  # (time read, cluster CPUs)
+_cpu_cache: list = [float("-inf"), 0]  # (time read, cluster CPUs)
+_nodes_cache: list = [float("-inf"), []]  # (time read, ray.nodes())
+_session: list = [None]  # the node id of the driver's Ray connection the caches describe
+
+
+def reset() -> None:
+    """Forget everything cached about the connected cluster (CPUs, nodes, options objects).
+
+    :func:`connect` calls it when the driver's Ray connection changed (another ``ray.init``,
+    another cluster); call it after switching clusters some other way.
+    """
+    _cpu_cache[:] = [float("-inf"), 0]
+    _nodes_cache[:] = [float("-inf"), []]
+    _options_cache.clear()
+    _session[0] = None
+
+
+def _same_session() -> None:
+    """:func:`reset` the caches if the driver is no longer connected where they were read."""
+    try:
+        token = ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - e.g. a Ray client without it: keep the caches' TTLs
+        return
+    if token != _session[0]:
+        reset()
+        _session[0] = token
 
 
 def connect(address: str | None, num_cpus: int | None, init_kwargs: dict) -> None:
     """Make sure this process is connected to Ray: the given cluster, or a local one."""
     if ray.is_initialized():
+        _same_session()
         return
     with _lock:
         if ray.is_initialized():
+            _same_session()
             return
         address = address or os.environ.get("RAY_ADDRESS") or None
         kwargs = dict(init_kwargs)
@@ -59,6 +94,7 @@ def connect(address: str | None, num_cpus: int | None, init_kwargs: dict) -> Non
                     "with daskray.enable(address=...) or RAY_ADDRESS."
                 )
             ) from e
+        _same_session()
 
 
 def cluster_cpus() -> int:
@@ -70,38 +106,129 @@ def cluster_cpus() -> int:
     return _cpu_cache[1]
 
 
-_nodes_cache: list = [0.0, []]  # (time read, alive nodes' resources)
+def _nodes(max_age: float = 10.0) -> list:
+    """``ray.nodes()``, alive and dead, read at most every ``max_age`` seconds."""
+    now = time.monotonic()
+    if now - _nodes_cache[0] > max_age:
+        _nodes_cache[1] = ray.nodes()
+        _nodes_cache[0] = now
+    return _nodes_cache[1]
 
 
 def check_feasible(class_options: list, classes: list | None, names: list) -> None:
     """Raise :class:`ResourceError` if some options class asks for more than any alive node
-    offers (GPUs on a cluster without them, an unknown custom resource, too much memory):
-    Ray would otherwise queue those tasks forever. Names the keys and the request."""
-    now = time.monotonic()
-    if now - _nodes_cache[0] > 10.0:
-        _nodes_cache[1] = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-        _nodes_cache[0] = now
-    nodes = _nodes_cache[1]
+    offers (GPUs on a cluster without them, an unknown custom resource, too much memory) --
+    or than the node a hard ``workers`` affinity pins it to: Ray would otherwise queue those
+    tasks forever (or fail them). Names the keys and the request.
+
+    Also resolves ``workers`` annotations, in place: a class's
+    ``scheduling_strategy=("workers", names, soft)`` becomes ``("node_affinity", node_id,
+    soft)`` (see :mod:`daskray.annotations`), or :class:`WorkerError` names the keys. A check
+    that fails on cached node data is repeated once on fresh data (a node just added).
+    """
+    try:
+        resolved = _feasible(class_options, classes, names, _nodes())
+    except (ResourceError, WorkerError):
+        resolved = _feasible(class_options, classes, names, _nodes(max_age=0.0))
+    for cls, strategy in resolved.items():
+        class_options[cls]["scheduling_strategy"] = strategy
+
+
+def _keys_of(cls: int, classes: list | None, names: list) -> list:
+    if classes is None:
+        return names[:5]
+    return [names[i] for i, c in enumerate(classes) if c == cls][:5]
+
+
+def _feasible(class_options: list, classes: list | None, names: list, records: list) -> dict:
+    """:func:`check_feasible` on ``records`` (``ray.nodes()``); returns the resolved
+    affinities ``{class: ("node_affinity", node_id, soft)}``."""
+    alive = [n for n in records if n.get("Alive")]
+    resolved = {}
     for cls, opts in enumerate(class_options):
+        strategy = opts.get("scheduling_strategy")
+        if _is(strategy, WORKERS):
+            strategy = resolved[cls] = (
+                NODE_AFFINITY,
+                resolve_workers(strategy[1], strategy[2], records, _keys_of(cls, classes, names)),
+                strategy[2],
+            )
+        pinned = _is(strategy, NODE_AFFINITY) and not strategy[2]
+        nodes = [n for n in alive if n["NodeID"] == strategy[1]] if pinned else alive
         need = {"CPU": opts.get("num_cpus", 1), "GPU": opts.get("num_gpus", 0)}
         need["memory"] = opts.get("memory", 0)
         need.update(opts.get("resources") or {})
         need = {k: v for k, v in need.items() if v}
-        if any(all(node.get(k, 0) >= v for k, v in need.items()) for node in nodes):
+        if any(all(n["Resources"].get(k, 0) >= v for k, v in need.items()) for n in nodes):
             continue
-        if classes is None:
-            keys = names[:5]
-        else:
-            keys = [names[i] for i, c in enumerate(classes) if c == cls][:5]
+        keys = _keys_of(cls, classes, names)
         hidden = ("node:", "object_store_memory")
-        offered = [{k: v for k, v in node.items() if not k.startswith(hidden)} for node in nodes]
+        offered = [
+            {k: v for k, v in n["Resources"].items() if not k.startswith(hidden)} for n in nodes
+        ]
+        where = (
+            f"the node {strategy[1]} they are pinned to (workers=..., allow_other_workers="
+            f"False) offers {offered[0] if offered else {}}"
+            if pinned
+            else f"the cluster's nodes offer {offered}"
+        )
         raise ResourceError(
             f"No Ray node can run the tasks {keys}{' ...' if len(keys) == 5 else ''}: they "
-            f"request {need}, and the cluster's nodes offer {offered}. Lower the request "
-            "(dask.annotate(resources=...), ray_remote_args) or add nodes that have it.",
+            f"request {need}, and {where}. Lower the request (dask.annotate(resources=...), "
+            "ray_remote_args), pin them elsewhere or add nodes that have it.",
             keys,
             need,
         )
+    return resolved
+
+
+def _is(strategy: Any, kind: str) -> bool:
+    return type(strategy) is tuple and len(strategy) == 3 and strategy[0] == kind
+
+
+def resolve_workers(workers: tuple, soft: bool, records: list, keys: Any) -> str:
+    """The node id a ``workers`` annotation pins its tasks to: the first entry naming an alive
+    node (node id, IP or hostname) in ``records`` (``ray.nodes()``).
+
+    Every entry must name a node the cluster knows, and an IP or hostname only one alive node
+    (else the choice would be arbitrary); with ``soft`` and none of them alive, the first dead
+    one (Ray then runs the tasks elsewhere). Otherwise :class:`WorkerError` names ``keys``.
+    """
+    chosen = dead = None
+    for w in workers:
+        matches = [n for n in records if n["NodeID"] == w] or [
+            n for n in records if w in (n.get("NodeManagerAddress"), n.get("NodeManagerHostname"))
+        ]
+        live = list(dict.fromkeys(n["NodeID"] for n in matches if n.get("Alive")))
+        if not matches:
+            problem = f"{w!r} is no node of the Ray cluster"
+        elif len(live) > 1:
+            problem = f"{w!r} is the address of {len(live)} alive nodes {live}"
+        else:
+            if chosen is None and live:
+                chosen = live[0]
+            if dead is None and not live:
+                dead = matches[0]["NodeID"]
+            continue
+        known = {n["NodeID"]: n.get("NodeManagerAddress") for n in records if n.get("Alive")}
+        raise WorkerError(
+            f"Invalid annotation workers={list(workers)!r} on keys {keys}: {problem}. Name "
+            "nodes by node id (ray.nodes(), ray.get_runtime_context().get_node_id()), or by an "
+            f"IP or hostname of exactly one node; the alive nodes (id: IP) are {known}.",
+            keys,
+            workers,
+        )
+    if chosen is None and soft:
+        chosen = dead
+    if chosen is None:
+        raise WorkerError(
+            f"Invalid annotation workers={list(workers)!r} on keys {keys}: none of these "
+            "nodes is alive. Pin the tasks to an alive node, or let them run elsewhere with "
+            "allow_other_workers=True.",
+            keys,
+            workers,
+        )
+    return chosen
 
 
 @ray.remote
@@ -119,6 +246,14 @@ def _remote(num_returns: int, name: str | None, remote_args: tuple):
         opts = thaw(remote_args)
         if name:
             opts["name"] = name
+        strategy = opts.get("scheduling_strategy")
+        if _is(strategy, WORKERS):  # not resolved by check_feasible (submit called directly)
+            _, workers, soft = strategy
+            strategy = (NODE_AFFINITY, resolve_workers(workers, soft, _nodes(), [name]), soft)
+        if _is(strategy, NODE_AFFINITY):
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+                strategy[1], soft=bool(strategy[2])
+            )
         fn = _run_group.options(num_returns=num_returns, **opts)
         if len(_options_cache) > 4096:
             _options_cache.clear()
@@ -160,6 +295,7 @@ def submit(
         class_options = [remote_args]
     frozen = [freeze(o) for o in class_options]
     put = ray.put
+    watch = _Watch()  # for gather: one ref per Ray task that may still run
 
     def ref_of(i):
         r = refs.get(i)
@@ -167,41 +303,52 @@ def submit(
             r = refs[i] = put(data[i])
         return r
 
-    for g in range(ng):
-        m0, m1 = mptr[g], mptr[g + 1]
-        if m1 - m0 == 1:
-            i = members[m0]
-            node = nodes[i]
-            if type(node) is DataNode:
-                data[i] = node.value
-                continue
-            if type(node) is Alias and iptr[g + 1] - iptr[g] == 1:
-                refs[i] = ref_of(inputs[iptr[g]])
-                _release(g, iptr, inputs, last_use, refs, data, target_set)
-                continue
-        ins = [inputs[q] for q in range(iptr[g], iptr[g + 1])]
-        outs = [outputs[q] for q in range(optr[g], optr[g + 1])]
-        spec = (
-            [nodes[members[q]] for q in range(m0, m1)],
-            [names[i] for i in ins],
-            [names[i] for i in outs],
-        )
-        name = key_split(names[outs[-1]]) if task_names else None
-        opts = frozen[classes[members[m0]]] if classes is not None else frozen[0]
-        result = _remote(len(outs), name, opts).remote(spec, *[ref_of(i) for i in ins])
-        if len(outs) == 1:
-            refs[outs[0]] = result
-        else:
-            for i, r in zip(outs, result):
-                refs[i] = r
-        _release(g, iptr, inputs, last_use, refs, data, target_set)
+    try:
+        for g in range(ng):
+            if watch.error is not None:  # a task already failed: stop submitting
+                raise watch.error
+            m0, m1 = mptr[g], mptr[g + 1]
+            if m1 - m0 == 1:
+                i = members[m0]
+                node = nodes[i]
+                if type(node) is DataNode:
+                    if isinstance(node.value, ray.ObjectRef):  # a persisted value: pass its ref
+                        refs[i] = node.value
+                    else:
+                        data[i] = node.value
+                    continue
+                if type(node) is Alias and iptr[g + 1] - iptr[g] == 1:
+                    refs[i] = ref_of(inputs[iptr[g]])
+                    _release(g, iptr, inputs, last_use, refs, data, target_set)
+                    continue
+            ins = [inputs[q] for q in range(iptr[g], iptr[g + 1])]
+            outs = [outputs[q] for q in range(optr[g], optr[g + 1])]
+            spec = (
+                [nodes[members[q]] for q in range(m0, m1)],
+                [names[i] for i in ins],
+                [names[i] for i in outs],
+            )
+            name = key_split(names[outs[-1]]) if task_names else None
+            opts = frozen[classes[members[m0]]] if classes is not None else frozen[0]
+            result = _remote(len(outs), name, opts).remote(spec, *[ref_of(i) for i in ins])
+            watch.add(result if len(outs) == 1 else result[0])
+            if len(outs) == 1:
+                refs[outs[0]] = result
+            else:
+                for i, r in zip(outs, result):
+                    refs[i] = r
+            _release(g, iptr, inputs, last_use, refs, data, target_set)
+    except BaseException:
+        # an interrupt (or any failure) half-way: nothing submitted may run on
+        _cancel(watch.take())
+        raise
     out = []
     for t in targets:
         if t in refs:
             out.append((True, refs[t]))
         else:
             out.append((False, data[t]))
-    return out
+    return _Handles(out, watch)
 
 
 def _release(g, iptr, inputs, last_use, refs, data, target_set):
@@ -213,10 +360,66 @@ def _release(g, iptr, inputs, last_use, refs, data, target_set):
 
 
 def gather(handles: list) -> list:
-    """Fetch the targets' values (one ``ray.get`` for all refs), as writeable objects."""
-    refs = [h for is_ref, h in handles if is_ref]
-    got = iter(ray.get(refs)) if refs else iter(())
-    return [writeable(next(got)) if is_ref else h for is_ref, h in handles]
+    """Wait for the compute, failing fast; return the targets' values as writeable objects.
+
+    ``handles`` is :func:`submit`'s answer: ``(is_ref, ObjectRef or value)`` per target, and as
+    its ``watch`` attribute (absent on a plain list: then only the targets are watched) one
+    ObjectRef per Ray task -- its first return -- for the tasks not yet seen finished.
+
+    Why not only the targets: a task's error reaches the targets only through its consumers,
+    and Ray starts a consumer only once all its inputs exist, so a task that fails at once next
+    to a sibling that runs for minutes would surface minutes late. Nor can cancelling the
+    targets stop the rest: ``ray.cancel(recursive=True)`` follows the tasks a task submitted
+    itself, not the tasks that produce its arguments, and here the driver submits every task.
+
+    So gather polls: one ``ray.wait(pending, num_returns=len(pending), timeout=~0.1 s,
+    fetch_local=False)`` over the tasks' and targets' refs per poll, whatever their number (it
+    returns at once when everything is done), and drops each ref the moment it is ready --
+    holding the ref of a finished task would pin its value, and the driver keeps none (see
+    :func:`submit`; :class:`_Watch` already drops finished tasks' refs while submitting). A
+    finished task's object is checked for an error with ``ray.get`` only when it is small
+    (``_CHECK_BYTES``, read from the driver's own object table, no RPC): a failed task's objects
+    are its pickled error, a few KiB, while a large object is a value, never fetched to the
+    driver just to look at it (an error larger than that surfaces through the targets, as
+    before). The targets' values are fetched as they become ready, one ``ray.get`` per poll, so
+    a success fetches nothing more than before.
+
+    On the first error -- or a ``KeyboardInterrupt`` or any other exception while waiting --
+    every task still pending is cancelled with ``ray.cancel(ref, force=False,
+    recursive=True)`` (a queued task never starts; a running one gets a ``KeyboardInterrupt``
+    at its next Python bytecode), the driver's refs are dropped (``handles`` is emptied and the
+    frames below this one are cleared, so a kept traceback pins nothing), and the exception is
+    re-raised. A task's error is what ``ray.get`` raises: an instance of the original exception
+    type (a ``RayTaskError`` subclass of it) whose message holds the remote traceback, with the
+    ``daskray: raised by the task for key ...`` note of :func:`daskray.worker.run_group` in
+    both the message and ``__notes__``.
+    """
+    watch = getattr(handles, "watch", None)
+    wanted = dict.fromkeys(h for is_ref, h in handles if is_ref)
+    got: dict = {}
+    pending = list(wanted)
+    try:
+        if watch is not None:
+            pending = list(dict.fromkeys([*watch.take(), *pending]))
+            if watch.error is not None:  # seen while submitting
+                raise watch.error
+        while pending:
+            timeout = min(_POLL_MAX_S, _POLL_S + _POLL_PER_REF_S * len(pending))
+            ready, pending = ray.wait(
+                pending, num_returns=len(pending), timeout=timeout, fetch_local=False
+            )
+            if ready:
+                _check(ready, wanted, got)
+            del ready
+    except BaseException as e:
+        _cancel(pending)
+        pending = ready = wanted = got = watch = None
+        handles.clear()
+        if hasattr(handles, "watch"):
+            handles.watch = None
+        _tidy(e)
+        raise
+    return [writeable(got[h]) if is_ref else h for is_ref, h in handles]
 
 
 def writeable(value: Any) -> Any:
@@ -254,3 +457,134 @@ def _pandas_readonly(value: Any) -> bool:
         if flags is not None and not flags.writeable:
             return True
     return False
+
+
+#: gather's poll: ``ray.wait`` returns after this long (or at once when all is done), plus a
+#: little per pending ref (a poll costs about 0.5 us per ref), at most ``_POLL_MAX_S``: how
+#: late a failure can surface
+_POLL_S = 0.1
+_POLL_PER_REF_S = 1e-6
+_POLL_MAX_S = 1.0
+#: a finished task's object is fetched to look for an error only up to this size (Ray inlines
+#: objects up to 100 KiB in the owner's memory store, which is where a task's error lands)
+_CHECK_BYTES = 100 * 1024
+#: the watch prunes refs of finished tasks while submitting when it holds this many, and again
+#: when it has doubled (amortized one ``ray.wait`` slot per task)
+_PRUNE_MIN = 4096
+
+
+class _Watch:
+    """One ObjectRef per submitted Ray task (its first return), for :func:`gather`.
+
+    While :func:`submit` runs, refs of tasks that have finished are dropped now and then (a
+    ref to a finished task pins its value): their small objects are checked for an error
+    first, and the first error is kept in ``error`` for :func:`gather` to raise.
+    """
+
+    __slots__ = ("refs", "error", "_limit")
+
+    def __init__(self) -> None:
+        self.refs: list = []
+        self.error: BaseException | None = None
+        self._limit = _PRUNE_MIN
+
+    def add(self, ref) -> None:
+        refs = self.refs
+        refs.append(ref)
+        if len(refs) >= self._limit:
+            self.prune()
+
+    def prune(self) -> None:
+        refs = self.refs
+        ready, self.refs = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+        del refs
+        self._limit = max(_PRUNE_MIN, 2 * len(self.refs))
+        if ready and self.error is None:
+            try:
+                _check(ready, {}, {})
+            except Exception as e:  # noqa: BLE001 - a task failed: gather raises it
+                _tidy(e)
+                self.error = e.with_traceback(None)
+
+    def take(self) -> list:
+        """The refs, handed over: the watch keeps none."""
+        refs, self.refs = self.refs, []
+        return refs
+
+
+class _Handles(list):
+    """:func:`submit`'s answer: ``(is_ref, handle)`` per target, and the ``watch`` of its tasks."""
+
+    __slots__ = ("watch",)
+
+    def __init__(self, items: list, watch: _Watch | None) -> None:
+        super().__init__(items)
+        self.watch = watch
+
+
+def _check(ready: list, wanted: dict, got: dict) -> None:
+    """Fetch the ready refs in ``wanted`` into ``got``, and the other ready refs' objects when
+    small; ``ray.get`` raises the error of any of them that failed."""
+    fetch = [r for r in ready if r in wanted]
+    others = [r for r in ready if r not in wanted] if len(fetch) < len(ready) else ()
+    if others:
+        try:
+            locations = _locations(others)
+        except Exception:  # noqa: BLE001 - an API that moved: watch the targets only
+            locations = {}
+        for r in others:
+            size = (locations.get(r) or {}).get("object_size")
+            if size is not None and size <= _CHECK_BYTES:
+                fetch.append(r)
+    if fetch:
+        for r, v in zip(fetch, ray.get(fetch)):
+            if r in wanted:
+                got[r] = v
+
+
+def _locations(refs: list) -> dict:
+    """``{ref: {"object_size": ..., ...}}`` from the driver's own object table (no RPC)."""
+    from ray.experimental import get_local_object_locations
+
+    return get_local_object_locations(refs)
+
+
+def _cancel(refs: list | None) -> None:
+    """Cancel the tasks behind ``refs`` (finished ones and ``ray.put`` refs are left alone)."""
+    for r in refs or ():
+        try:
+            ray.cancel(r, force=False, recursive=True)
+        except Exception:  # noqa: BLE001 - finished, a put, or Ray going down
+            pass
+
+
+def _tidy(e: BaseException) -> None:
+    """Ready an exception caught in :func:`gather` to travel on, pinning nothing.
+
+    Make sure a task error shows the notes its cause carried (the dask key), and clear the
+    finished driver frames that its tracebacks keep alive: those below the catching frame
+    (``ray.get``/``ray.wait`` hold lists of ObjectRefs) and those Ray unpickled the remote
+    traceback in (every frame of a rebuilt remote traceback links back to them, and they hold
+    the ObjectRefs being fetched). The frames stay in the traceback, without their locals.
+    """
+    cause = getattr(e, "cause", None)
+    notes = getattr(cause, "__notes__", None)
+    if notes and cause is not e:
+        have = getattr(e, "__notes__", ())
+        for note in notes:
+            if note not in have:
+                e.add_note(note)
+    own = e.__traceback__
+    seen: set = set()
+    for tb in (own.tb_next if own is not None else None, getattr(cause, "__traceback__", None)):
+        while tb is not None:
+            f = tb.tb_frame
+            while f is not None and id(f) not in seen:
+                seen.add(id(f))
+                back = f.f_back
+                try:
+                    f.clear()
+                except RuntimeError:  # still executing: this frame and its callers
+                    break
+                f = back
+            tb = tb.tb_next

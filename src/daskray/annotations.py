@@ -19,12 +19,31 @@ What they become (lowest precedence first)
    priority first; Ray has no task priorities of its own);
    ``resources`` -> ``num_cpus``/``num_gpus``/``memory`` (bytes)/``resources`` (custom),
    ``retries`` -> ``max_retries`` with ``retry_exceptions=True`` (dask retries on any error),
+   ``workers`` (+ ``allow_other_workers``) -> node affinity (see below),
    then a ``ray_remote_args`` annotation, passed through as Ray options (ray.util.dask's
    spelling).
 
 Callable annotation values are called with the key. A malformed value raises
 :class:`AnnotationError` naming the key, before anything is submitted. Nodes with equal options
 share a *class*; the core never groups nodes of different classes.
+
+Workers -> node affinity
+------------------------
+``workers=`` names Ray nodes by node id (the hex string of ``ray.nodes()[i]["NodeID"]`` or
+``ray.get_runtime_context().get_node_id()``), IP address or hostname; a list names several.
+Ray pins a task to one node, so the task goes to the *first* entry that names an alive node
+(a set is sorted first: dask gives it no order). ``allow_other_workers=True`` makes the
+affinity soft: Ray runs the task elsewhere when that node is gone or can never fit it.
+
+Here the annotation only becomes plain data, ``scheduling_strategy=("workers", names, soft)``
+(options must stay hashable: they are frozen into classes); the Ray side
+(:func:`daskray._ray.check_feasible`, before anything is submitted) resolves the names
+against the cluster's nodes into ``("node_affinity", node_id, soft)``, and the Ray task is
+given a ``NodeAffinitySchedulingStrategy`` when its options are built. Every entry must name a
+node the cluster knows, and an IP or hostname exactly one alive node (nodes started on one
+machine, as ``ray.cluster_utils.Cluster`` does, share theirs: name those by node id), else
+:class:`WorkerError` names the keys. Hard affinity to a node that lacks the resources the
+tasks ask for is a :class:`ResourceError`. An empty list pins nothing.
 """
 
 from __future__ import annotations
@@ -36,7 +55,9 @@ from typing import Any
 from ._graph import GraphError
 
 #: annotation names daskray maps to Ray options
-OPTIONS = ("resources", "retries", "ray_remote_args")
+OPTIONS = ("resources", "retries", "workers", "allow_other_workers", "ray_remote_args")
+#: the plain-data forms of node affinity in options' ``scheduling_strategy`` (see module doc)
+WORKERS, NODE_AFFINITY = "workers", "node_affinity"
 #: annotation names daskray reads (``priority`` orders submission); others are ignored
 KNOWN = (*OPTIONS, "priority")
 
@@ -91,12 +112,49 @@ def to_ray_options(ann: Mapping[str, Any], key: Any = None) -> dict[str, Any]:
             raise _bad(key, "retries", retries, "an int >= 0 (or -1: retry forever)")
         opts["max_retries"] = retries
         opts["retry_exceptions"] = True
+    workers = ann.get("workers")
+    if workers is not None:
+        names = _worker_names(workers, key)
+        soft = ann.get("allow_other_workers")
+        if soft is not None and not isinstance(soft, bool):
+            raise _bad(key, "allow_other_workers", soft, "True or False")
+        if names:
+            opts["scheduling_strategy"] = (WORKERS, names, bool(soft))
     rra = ann.get("ray_remote_args")
     if rra is not None:
         if not isinstance(rra, Mapping):
             raise _bad(key, "ray_remote_args", rra, "a dict of Ray task options")
         opts.update(rra)
     return opts
+
+
+def _worker_names(workers: Any, key: Any) -> tuple[str, ...]:
+    """The node names of a ``workers`` annotation, in order (a set's sorted)."""
+    expected = "a node id, IP or hostname, or a list of them"
+    if isinstance(workers, str):
+        workers = [workers]
+    elif isinstance(workers, (set, frozenset)):
+        if not all(isinstance(w, str) for w in workers):
+            raise _bad(key, "workers", workers, expected)
+        workers = sorted(workers)
+    elif not isinstance(workers, (list, tuple)):
+        raise _bad(key, "workers", workers, expected)
+    if not all(isinstance(w, str) and w.strip() for w in workers):
+        raise _bad(key, "workers", workers, expected)
+    return tuple(dict.fromkeys(w.strip() for w in workers))
+
+
+class WorkerError(GraphError, LookupError):
+    """A ``workers`` annotation names no node of the Ray cluster, or an IP (hostname) that
+    several alive nodes share. ``.keys`` names (some of) the tasks, ``.workers`` the names."""
+
+    @property
+    def keys(self) -> list:
+        return self.args[1]
+
+    @property
+    def workers(self) -> tuple:
+        return self.args[2]
 
 
 class ResourceError(GraphError):

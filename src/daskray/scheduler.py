@@ -26,6 +26,8 @@ from .futures import RayFuture
 from .ingest import Graph, ingest
 from .worker import run_group
 
+#: annotations that get(...) also takes as compute-wide defaults
+_COMPUTE_ANNOTATIONS = ("resources", "retries", "workers", "allow_other_workers")
 #: keywords dask's own schedulers accept that mean nothing here; dropped silently
 _DASK_LOCAL_KWARGS = ("num_workers", "pool", "chunksize", "get_id", "pack_exception")
 
@@ -108,7 +110,7 @@ def get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
         Override ``daskray.fusion.enabled``.
     ray_remote_args : dict, optional
         Ray options for every Ray task of this compute (``num_cpus``, ``resources``, ...).
-    resources, retries : optional
+    resources, retries, workers, allow_other_workers : optional
         Compute-wide defaults spelled as dask annotations (``resources={"GPU": 1}``); per-key
         annotations override them (see :mod:`daskray.annotations`).
     address, num_cpus : optional
@@ -131,7 +133,7 @@ def _compute(dsk: Any, keys: Any, kwargs: dict, fetch: bool) -> Any:
     debug = bool(kwargs.pop("debug", False))
     fuse = kwargs.pop("fuse", None)
     remote_args = kwargs.pop("ray_remote_args", None)
-    defaults = {k: kwargs.pop(k) for k in ("resources", "retries") if k in kwargs}
+    defaults = {k: kwargs.pop(k) for k in _COMPUTE_ANNOTATIONS if k in kwargs}
     address = kwargs.pop("address", None)
     num_cpus = kwargs.pop("num_cpus", None)
     for k in _DASK_LOCAL_KWARGS:
