@@ -270,13 +270,16 @@ def submit(
     task_names: bool,
     classes: list | None = None,
     class_options: list | None = None,
+    progress: Any = None,
 ) -> list:
     """Submit every group of ``plan``; return one ObjectRef (or local value) per target.
 
     A target that is a plain DataNode comes back as ``(False, value)``, others as
     ``(True, ref)``. ``classes[i]`` is node ``i``'s options class and ``class_options[c]`` the
     Ray options of class ``c`` (all members of a group share one class); without them every
-    Ray task gets ``remote_args``.
+    Ray task gets ``remote_args``. ``progress``, if given, hears ``submitted(g)`` for every
+    group as it is submitted and ``done(g)`` when it is seen finished (here or in
+    :func:`gather`): the execution-driven feed of dask's callbacks.
     """
     names = plan.names
     ng = plan.ngroups
@@ -295,7 +298,7 @@ def submit(
         class_options = [remote_args]
     frozen = [freeze(o) for o in class_options]
     put = ray.put
-    watch = _Watch()  # for gather: one ref per Ray task that may still run
+    watch = _Watch(progress)  # for gather: one ref per Ray task that may still run
 
     def ref_of(i):
         r = refs.get(i)
@@ -316,10 +319,16 @@ def submit(
                         refs[i] = node.value
                     else:
                         data[i] = node.value
+                    if progress is not None:
+                        progress.submitted(g)
+                        progress.done(g)
                     continue
                 if type(node) is Alias and iptr[g + 1] - iptr[g] == 1:
                     refs[i] = ref_of(inputs[iptr[g]])
                     _release(g, iptr, inputs, last_use, refs, data, target_set)
+                    if progress is not None:
+                        progress.submitted(g)
+                        progress.done(g)
                     continue
             ins = [inputs[q] for q in range(iptr[g], iptr[g + 1])]
             outs = [outputs[q] for q in range(optr[g], optr[g + 1])]
@@ -331,7 +340,9 @@ def submit(
             name = key_split(names[outs[-1]]) if task_names else None
             opts = frozen[classes[members[m0]]] if classes is not None else frozen[0]
             result = _remote(len(outs), name, opts).remote(spec, *[ref_of(i) for i in ins])
-            watch.add(result if len(outs) == 1 else result[0])
+            watch.add(result if len(outs) == 1 else result[0], g)
+            if progress is not None:
+                progress.submitted(g)
             if len(outs) == 1:
                 refs[outs[0]] = result
             else:
@@ -410,6 +421,8 @@ def gather(handles: list) -> list:
             )
             if ready:
                 _check(ready, wanted, got)
+                if watch is not None:
+                    watch.finished(ready)
             del ready
     except BaseException as e:
         _cancel(pending)
@@ -481,24 +494,37 @@ class _Watch:
     first, and the first error is kept in ``error`` for :func:`gather` to raise.
     """
 
-    __slots__ = ("refs", "error", "_limit")
+    __slots__ = ("refs", "error", "_limit", "progress", "groups")
 
-    def __init__(self) -> None:
+    def __init__(self, progress: Any = None) -> None:
         self.refs: list = []
         self.error: BaseException | None = None
         self._limit = _PRUNE_MIN
+        self.progress = progress
+        self.groups: dict = {}  # ref -> group, only when someone listens (progress)
 
-    def add(self, ref) -> None:
+    def add(self, ref, group: int = -1) -> None:
         refs = self.refs
         refs.append(ref)
+        if self.progress is not None:
+            self.groups[ref] = group
         if len(refs) >= self._limit:
             self.prune()
+
+    def finished(self, ready: list) -> None:
+        """Tell ``progress`` which groups the ``ready`` refs belong to have finished."""
+        if self.progress is not None:
+            for r in ready:
+                g = self.groups.pop(r, None)
+                if g is not None:
+                    self.progress.done(g)
 
     def prune(self) -> None:
         refs = self.refs
         ready, self.refs = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
         del refs
         self._limit = max(_PRUNE_MIN, 2 * len(self.refs))
+        self.finished(ready)
         if ready and self.error is None:
             try:
                 _check(ready, {}, {})

@@ -19,6 +19,9 @@ import threading
 from contextlib import contextmanager
 from typing import Any
 
+from dask.callbacks import local_callbacks, unpack_callbacks
+from dask.utils import key_split
+
 from . import _graph
 from .annotations import classes_of, priorities_of, to_ray_options
 from .config import option
@@ -72,11 +75,13 @@ def make_plan(
     )
 
 
-def run_local(plan: _graph.Plan, graph: Graph) -> list:
+def run_local(plan: _graph.Plan, graph: Graph, progress: Any = None) -> list:
     """Run ``plan`` group by group in this process; return the targets' values."""
     names, nodes = graph.names, graph.nodes
     values: dict = {}
     for g in range(plan.ngroups):
+        if progress is not None:
+            progress.submitted(g)
         members, inputs, outputs = plan.group(g)
         spec = (
             [nodes[i] for i in members],
@@ -88,6 +93,8 @@ def run_local(plan: _graph.Plan, graph: Graph) -> list:
             values[outputs[0]] = result
         else:
             values.update(zip(outputs, result))
+        if progress is not None:
+            progress.done(g)
     return [values[t] for t in graph.targets]
 
 
@@ -136,6 +143,7 @@ def _compute(dsk: Any, keys: Any, kwargs: dict, fetch: bool) -> Any:
     defaults = {k: kwargs.pop(k) for k in _COMPUTE_ANNOTATIONS if k in kwargs}
     address = kwargs.pop("address", None)
     num_cpus = kwargs.pop("num_cpus", None)
+    callbacks = kwargs.pop("callbacks", None)
     for k in _DASK_LOCAL_KWARGS:
         kwargs.pop(k, None)
     if kwargs:
@@ -151,7 +159,8 @@ def _compute(dsk: Any, keys: Any, kwargs: dict, fetch: bool) -> Any:
         return graph.repack([]) if fetch else (graph, [])
     if debug:
         plan = make_plan(graph, os.cpu_count() or 1, fuse, classes)
-        values = run_local(plan, graph)
+        with _relayed(plan, graph, callbacks) as relay:
+            values = run_local(plan, graph, relay)
         return graph.repack(values) if fetch else (graph, [(False, v) for v in values])
 
     from . import _ray
@@ -161,19 +170,98 @@ def _compute(dsk: Any, keys: Any, kwargs: dict, fetch: bool) -> Any:
         _ray.check_feasible(class_options, classes, graph.names)
     with gc_paused():
         plan = make_plan(graph, _ray.cluster_cpus(), fuse, classes)
-        handles = _ray.submit(
-            plan,
-            graph.nodes,
-            graph.targets,
-            remote_args=base,
-            task_names=bool(option("task-names")),
-            classes=classes,
-            class_options=class_options,
+    with _relayed(plan, graph, callbacks) as relay:
+        with gc_paused():
+            handles = _ray.submit(
+                plan,
+                graph.nodes,
+                graph.targets,
+                remote_args=base,
+                task_names=bool(option("task-names")),
+                classes=classes,
+                class_options=class_options,
+                progress=relay,
+            )
+        del plan
+        return (graph, handles) if not fetch else graph.repack(_ray.gather(handles))
+
+
+@contextmanager
+def _relayed(plan: _graph.Plan, graph: Graph, callbacks: Any):
+    """The active dask callbacks (``callbacks=`` or ``Callback.active``) as a :class:`Relay`,
+    finished (``errored`` or not) on the way out; None when there are none."""
+    with local_callbacks(callbacks) as active:
+        relay = Relay(plan, graph, active) if active else None
+        try:
+            yield relay
+        except BaseException:
+            if relay is not None:
+                relay.finish(errored=True)
+            raise
+        if relay is not None:
+            relay.finish(errored=False)
+
+
+class Relay:
+    """dask's callback protocol (``dask.callbacks.Callback``), driven by execution on Ray.
+
+    ``start(dsk)`` and ``start_state(dsk, state)`` run before submission; ``pretask(key, dsk,
+    state)`` runs for every task of a group as the group is submitted, and ``posttask(key,
+    result, dsk, state, worker_id)`` for every task of a group when its Ray task is seen
+    finished (``result`` is None: values stay on Ray; ``worker_id`` is the Ray task's name);
+    ``finish(dsk, state, errored)`` at the end. ``state`` has dask's ``waiting``, ``ready``,
+    ``running`` and ``finished`` sets of keys, so ``dask.diagnostics.ProgressBar`` moves as
+    groups complete on the cluster.
+    """
+
+    def __init__(self, plan: _graph.Plan, graph: Graph, callbacks: Any) -> None:
+        self.plan = plan
+        self.names = graph.names
+        start, start_state, self.pretask, self.posttask, self.finishers = unpack_callbacks(
+            callbacks
         )
-    del plan
-    if not fetch:
-        return graph, handles
-    return graph.repack(_ray.gather(handles))
+        self.dsk = dict(zip(graph.names, graph.nodes))
+        self.state = {
+            "waiting": {graph.names[i] for i in plan.order},
+            "ready": set(),
+            "running": set(),
+            "finished": set(),
+            "released": set(),
+            "cache": {},
+        }
+        for f in start:
+            f(self.dsk)
+        for f in start_state:
+            f(self.dsk, self.state)
+
+    def _keys(self, g: int) -> list:
+        members = self.plan.members
+        return [
+            self.names[members[q]]
+            for q in range(self.plan.members_ptr[g], self.plan.members_ptr[g + 1])
+        ]
+
+    def submitted(self, g: int) -> None:
+        waiting, running = self.state["waiting"], self.state["running"]
+        for key in self._keys(g):
+            waiting.discard(key)
+            running.add(key)
+            for f in self.pretask:
+                f(key, self.dsk, self.state)
+
+    def done(self, g: int) -> None:
+        running, finished = self.state["running"], self.state["finished"]
+        keys = self._keys(g)
+        worker = key_split(keys[-1])
+        for key in keys:
+            running.discard(key)
+            finished.add(key)
+            for f in self.posttask:
+                f(key, None, self.dsk, self.state, worker)
+
+    def finish(self, errored: bool) -> None:
+        for f in self.finishers:
+            f(self.dsk, self.state, errored)
 
 
 def persist(collections: list, optimize_graph: bool = True, **kwargs: Any) -> list:
