@@ -372,9 +372,7 @@ def plan(list names, indptr_in, indices_in, targets, weights=None, classes=None,
                 continue
             cnt = 0
             for q in range(dptr[s], dptr[s + 1]):
-                d = dep_of[q]
-                if (indptr[d + 1] - indptr[d] == 1 and gid[d] == -1 and kl[d] == kl[s]
-                        and not fl[d] & BLOCK):
+                if _solo(dep_of[q], s, indptr, gid, kl, fl, BLOCK):
                     cnt += 1
             if cnt < split_fanout:
                 continue
@@ -385,8 +383,7 @@ def plan(list names, indptr_in, indices_in, targets, weights=None, classes=None,
                 if w >= group_weight:
                     break
                 d = dep_of[q]
-                if (indptr[d + 1] - indptr[d] == 1 and gid[d] == -1 and kl[d] == kl[s]
-                        and not fl[d] & BLOCK):
+                if _solo(d, s, indptr, gid, kl, fl, BLOCK):
                     gid[d] = ng
                     w += wt[d]
             ng += 1
@@ -641,6 +638,13 @@ def plan(list names, indptr_in, indices_in, targets, weights=None, classes=None,
     resize(outputs, no)
     return Plan(names, order, group_of, ng, members_ptr, members, inputs_ptr, inputs,
                 outputs_ptr, outputs)
+
+
+cdef inline bint _solo(i64 d, i64 s, i64 *indptr, i64 *gid, i64 *kl, i64 *fl,
+                       i64 block) noexcept:
+    # d depends on s alone and may join s's split group
+    return (indptr[d + 1] - indptr[d] == 1 and gid[d] == -1 and kl[d] == kl[s]
+            and not fl[d] & block)
 
 
 cdef inline i64 _close(i64 *gid, i64 *nxt, i64 h, i64 ng) noexcept:

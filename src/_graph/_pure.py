@@ -162,19 +162,22 @@ def plan(
     ng = 0
     fuse = group_weight > 1
     head_of_split = [False] * n
+
+    def solo(d, s):  # d depends on s alone and may join s's split group
+        return (
+            indptr[d + 1] - indptr[d] == 1
+            and gid[d] == -1
+            and classes[d] == classes[s]
+            and not flags[d] & BLOCK_FUSION
+        )
+
     if fuse and split_fanout >= 2:
         for s in order:
             if gid[s] != -1 or flags[s] & BLOCK_FUSION:
                 continue
             cnt = 0
             for q in range(dptr[s], dptr[s + 1]):
-                d = dep_of[q]
-                if (
-                    indptr[d + 1] - indptr[d] == 1
-                    and gid[d] == -1
-                    and classes[d] == classes[s]
-                    and not flags[d] & BLOCK_FUSION
-                ):
+                if solo(dep_of[q], s):
                     cnt += 1
             if cnt < split_fanout:
                 continue
@@ -185,12 +188,7 @@ def plan(
                 if w >= group_weight:
                     break
                 d = dep_of[q]
-                if (
-                    indptr[d + 1] - indptr[d] == 1
-                    and gid[d] == -1
-                    and classes[d] == classes[s]
-                    and not flags[d] & BLOCK_FUSION
-                ):
+                if solo(d, s):
                     gid[d] = ng
                     w += weights[d]
             ng += 1
