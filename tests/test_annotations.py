@@ -229,3 +229,16 @@ def test_compute_time_workers_keyword(spy, monkeypatch):
     monkeypatch.setattr(_ray, "submit", lambda *a, **k: pytest.fail("submitted"))
     with pytest.raises(WorkerError, match="no-such-node"):
         x.compute(scheduler=daskray.get, workers="no-such-node")
+
+
+def test_retries_config_default_and_override(spy):
+    x = da.ones(20, chunks=10)
+    with dask.config.set({"daskray.retries": 4}):
+        x.sum().compute(scheduler=daskray.get)
+        assert {o.get("max_retries") for _, o in spy.calls} == {4}
+        spy.calls.clear()
+        x.sum().compute(scheduler=daskray.get, retries=1)
+        assert {o.get("max_retries") for _, o in spy.calls} == {1}
+    spy.calls.clear()
+    x.sum().compute(scheduler=daskray.get)
+    assert {o.get("max_retries") for _, o in spy.calls} == {None}

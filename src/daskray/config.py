@@ -21,6 +21,10 @@ DEFAULTS: dict[str, Any] = {
     "init-kwargs": {},
     # Ray options applied to every Ray task (num_cpus, resources, ...)
     "ray-remote-args": {},
+    # retry every task this many times on any exception (None: Ray's default, 3 retries on
+    # system failures such as a dead worker, none on exceptions); the `retries` annotation and
+    # get(..., retries=n) override it
+    "retries": None,
     # name Ray tasks after the dask key prefix (visible in the dashboard and `ray timeline`)
     "task-names": True,
     "fusion": {

@@ -141,6 +141,8 @@ def _compute(dsk: Any, keys: Any, kwargs: dict, fetch: bool) -> Any:
     fuse = kwargs.pop("fuse", None)
     remote_args = kwargs.pop("ray_remote_args", None)
     defaults = {k: kwargs.pop(k) for k in _COMPUTE_ANNOTATIONS if k in kwargs}
+    if "retries" not in defaults and option("retries") is not None:
+        defaults["retries"] = option("retries")
     address = kwargs.pop("address", None)
     num_cpus = kwargs.pop("num_cpus", None)
     callbacks = kwargs.pop("callbacks", None)
