@@ -199,8 +199,3 @@ def ingest(dsk: Any, keys: Any) -> Graph:
         )
     flags = _flags(nodes, types)
     return Graph(names, nodes, index, indptr, indices, targets, keys, source, flags, annotations)
-
-
-def is_data(node: GraphNode) -> bool:
-    """A node that only holds a value (nothing to run)."""
-    return type(node) is DataNode
