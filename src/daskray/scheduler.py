@@ -192,6 +192,8 @@ def _compute(dsk: Any, keys: Any, kwargs: dict, fetch: bool) -> Any:
 def _relayed(plan: _graph.Plan, graph: Graph, callbacks: Any):
     """The active dask callbacks (``callbacks=`` or ``Callback.active``) as a :class:`Relay`,
     finished (``errored`` or not) on the way out; None when there are none."""
+    if callbacks is not None:  # Callback objects as well as dask's 5-tuples
+        callbacks = [getattr(cb, "_callback", cb) for cb in callbacks]
     with local_callbacks(callbacks) as active:
         relay = Relay(plan, graph, active) if active else None
         try:
