@@ -13,12 +13,11 @@ compiled side is skipped only when ``DASKRAY_NO_EXTENSIONS`` selects the twin.
 
 from __future__ import annotations
 
-import os
 from array import array
 from itertools import pairwise
 
 import pytest
-from daskray._graph import _pure
+from daskray._graph import NO_EXTENSIONS, _pure
 from daskray._graph._common import (
     BLOCK_FUSION,
     DATA_PRODUCER,
@@ -31,7 +30,6 @@ from daskray._graph._common import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-NO_EXTENSIONS = os.environ.get("DASKRAY_NO_EXTENSIONS", "") not in ("", "0")
 if NO_EXTENSIONS:
     _core = None
 else:
