@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import daskray
-from daskray import _ray
+from daskray import _ray, ingest, scheduler
 from daskray.annotations import (
     AnnotationError,
     ResourceError,
@@ -348,3 +348,58 @@ def test_remote_builds_the_affinity_strategy(cluster, form):
     spec = ([Task("k", node_id)], [], ["k"])
     refs = [_ray._remote(1, None, opts).remote(spec) for _ in range(3)]
     assert set(ray.get(refs)) == {cluster.ssd}
+
+
+def where_slowly(block):
+    """The node this task ran on, as a 1x1 block, after a pause that keeps its node busy."""
+    import time
+
+    time.sleep(0.05)
+    return np.full((1, 1), node_id(), dtype="U64")
+
+
+def _persisted_on(nodes_per_block, x):
+    """``x`` persisted by daskray, block ``k`` on node ``nodes_per_block[k]`` (all created)."""
+    import ray
+
+    parts = []
+    for k, node in enumerate(nodes_per_block):
+        with dask.annotate(workers=[node]):
+            parts.append(x.blocks[k] + 0)
+    (xp,) = dask.persist(da.concatenate(parts), scheduler=daskray.get)
+    refs = [f.ref for f in daskray.futures._registry.values()]
+    ray.wait(refs, num_returns=len(refs), fetch_local=False)  # located from now on
+    return xp
+
+
+@cluster_test
+def test_tasks_on_persisted_blocks_run_where_the_blocks_are(cluster):
+    """12 blocks of 2 MiB on the head, 4 on the ssd node, 1 CPU each: Ray alone spills some of
+    the head's consumers to idle nodes (pulling their blocks); daskray's soft affinity keeps
+    every consumer on its block's node. Small blocks (under ``locality.min-bytes``) and
+    ``locality.enabled=False`` leave Ray free; a ``workers`` annotation wins."""
+    homes = [cluster.head] * 12 + [cluster.ssd] * 4
+    x = da.random.default_rng(0).random((16 * 512, 512), chunks=512)  # 2 MiB blocks
+    xp = _persisted_on(homes, x)
+
+    def ran_on(y, **annotations):
+        with dask.annotate(**annotations):
+            y = y.map_blocks(where_slowly, dtype="U64", chunks=(1, 1))
+        return y.compute().ravel().tolist()
+
+    with dask.config.set(scheduler=daskray.get):
+        assert ran_on(xp + 1) == homes
+        with dask.config.set({"daskray.locality.min-bytes": 4 << 20}):  # blocks too small now
+            graph = ingest.ingest(*_graph_of(xp + 1))
+            classes, options = scheduler._placed(graph, None, [{}])
+            assert classes is None and options == [{}]
+        with dask.config.set({"daskray.locality.enabled": False}):
+            graph = ingest.ingest(*_graph_of(xp + 1))
+            assert graph.flags is not None  # ObjectRef inputs, placement not asked for
+        assert ran_on(xp, workers=[cluster.gpu]) == [cluster.gpu] * 16
+        np.testing.assert_array_equal((xp * 2).sum(axis=0).compute(), (x * 2).sum(axis=0))
+
+
+def _graph_of(collection):
+    (opt,) = dask.optimize(collection)
+    return opt.__dask_graph__(), opt.__dask_keys__()

@@ -115,6 +115,25 @@ def _nodes(max_age: float = 10.0) -> list:
     return _nodes_cache[1]
 
 
+def alive_nodes() -> int:
+    """How many nodes of the cluster are alive (read at most every 10 s)."""
+    return sum(1 for n in _nodes() if n.get("Alive"))
+
+
+def object_locations(refs: list) -> list:
+    """``(node id, bytes)`` of each ObjectRef from Ray's object location table; ``(None, 0)``
+    where Ray knows no location (not created yet, or owned elsewhere and unknown)."""
+    from ray.experimental import get_object_locations
+
+    table = get_object_locations(refs)
+    out = []
+    for r in refs:
+        loc = table.get(r) or {}
+        nodes = loc.get("node_ids") or ()
+        out.append((nodes[0], int(loc.get("object_size") or 0)) if nodes else (None, 0))
+    return out
+
+
 def check_feasible(class_options: list, classes: list | None, names: list) -> None:
     """Raise :class:`ResourceError` if some options class asks for more than any alive node
     offers (GPUs on a cluster without them, an unknown custom resource, too much memory) --

@@ -39,6 +39,12 @@ DEFAULTS: dict[str, Any] = {
         # a task with at least this many getitem-style dependents runs with them (num_returns)
         "split-fanout": 2,
     },
+    "locality": {
+        # soft node affinity for tasks reading persisted values (see daskray.locality)
+        "enabled": True,
+        # ... when the node holding most of a task's persisted input holds at least this much
+        "min-bytes": 1_048_576,
+    },
 }
 
 dask.config.update_defaults({"daskray": DEFAULTS})

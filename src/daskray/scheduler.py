@@ -19,14 +19,15 @@ import threading
 from contextlib import contextmanager
 from typing import Any
 
+from dask._task_spec import DataNode
 from dask.callbacks import local_callbacks, unpack_callbacks
 from dask.utils import key_split
 
-from . import _graph
+from . import _graph, locality
 from .annotations import classes_of, priorities_of, to_ray_options
 from .config import option
 from .futures import RayFuture
-from .ingest import Graph, ingest
+from .ingest import Graph, _is_object_ref, ingest
 from .worker import run_group
 
 #: annotations that get(...) also takes as compute-wide defaults
@@ -168,6 +169,8 @@ def _compute(dsk: Any, keys: Any, kwargs: dict, fetch: bool) -> Any:
     from . import _ray
 
     _ray.connect(option("address", address), option("num-cpus", num_cpus), option("init-kwargs"))
+    if graph.flags is not None and option("locality.enabled"):
+        classes, class_options = _placed(graph, classes, class_options)
     if classes is not None or any(class_options[0].values()):
         _ray.check_feasible(class_options, classes, graph.names)
     with gc_paused():
@@ -186,6 +189,33 @@ def _compute(dsk: Any, keys: Any, kwargs: dict, fetch: bool) -> Any:
             )
         del plan
         return (graph, handles) if not fetch else graph.repack(_ray.gather(handles))
+
+
+def _placed(graph: Graph, classes: list | None, class_options: list) -> tuple:
+    """Locality hints (:mod:`daskray.locality`) for the tasks reading values that already
+    live in Ray's object store (persisted values, ObjectRefs in the graph), on a cluster of more
+    than one node."""
+    from . import _ray
+
+    nodes = graph.nodes
+    held = [
+        i
+        for i, f in enumerate(graph.flags)
+        if f and type(nodes[i]) is DataNode and _is_object_ref(nodes[i].value)
+    ]
+    if not held or _ray.alive_nodes() < 2:
+        return classes, class_options
+    where = _ray.object_locations([nodes[i].value for i in held])
+    located = {i: w for i, w in zip(held, where) if w[0] is not None}
+    classes, class_options, _ = locality.place(
+        graph.indptr,
+        graph.indices,
+        located,
+        classes,
+        class_options,
+        int(option("locality.min-bytes")),
+    )
+    return classes, class_options
 
 
 @contextmanager
