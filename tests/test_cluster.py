@@ -403,3 +403,21 @@ def test_tasks_on_persisted_blocks_run_where_the_blocks_are(cluster):
 def _graph_of(collection):
     (opt,) = dask.optimize(collection)
     return opt.__dask_graph__(), opt.__dask_keys__()
+
+
+@cluster_test
+def test_report_counts_bytes_moved_between_nodes(cluster, tmp_path):
+    """A 2 MB block made on the head and read on the ssd node: the report says so."""
+    x = da.random.default_rng(1).random((500, 500), chunks=500)  # one 2 MB block
+    with dask.annotate(workers=[cluster.head]):
+        y = x + 1
+    with dask.annotate(workers=[cluster.ssd]):
+        z = y.sum()
+    with daskray.performance_report(str(tmp_path / "r.html")) as rep:
+        got = z.compute(scheduler=daskray.get)
+    np.testing.assert_allclose(got, (x + 1).sum().compute(scheduler="sync"))
+    (s,) = rep.summary()
+    assert s["nodes"] == 2
+    assert 2_000_000 <= s["cross_node_bytes"] <= s["read_bytes"]
+    lanes = {e["pid"] for e in rep.chrome_trace()["traceEvents"] if e.get("cat") == "ray-task"}
+    assert len(lanes) == 2  # one trace process per node

@@ -27,7 +27,9 @@ from ._graph import (
     Plan,
 )
 from .explain import explain
+from .report import performance_report
 from .scheduler import get, get_sync
+from .tuning import tune
 
 __version__ = "0.1.0"
 
@@ -46,6 +48,8 @@ __all__ = [
     "explain",
     "get",
     "get_sync",
+    "performance_report",
+    "tune",
 ]
 
 

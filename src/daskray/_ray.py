@@ -34,7 +34,7 @@ from dask.utils import key_split
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from .annotations import NODE_AFFINITY, WORKERS, ResourceError, WorkerError, freeze, thaw
-from .worker import run_group
+from .worker import run_group, run_group_profiled
 
 _lock = threading.Lock()
 _cpu_cache: list = [float("-inf"), 0]  # (time read, cluster CPUs)
@@ -113,6 +113,11 @@ def _nodes(max_age: float = 10.0) -> list:
         _nodes_cache[1] = ray.nodes()
         _nodes_cache[0] = now
     return _nodes_cache[1]
+
+
+def fetch(refs: list) -> list:
+    """``ray.get`` for the driver's side channels (performance-report profiles)."""
+    return ray.get(refs)
 
 
 def alive_nodes() -> int:
@@ -255,11 +260,18 @@ def _run_group(spec: tuple, *values: Any) -> Any:
     return run_group(spec, *values)
 
 
+@ray.remote
+def _run_group_profiled(spec: tuple, *values: Any) -> tuple:
+    *outs, profile = run_group_profiled(spec, *values)
+    profile["node"] = ray.get_runtime_context().get_node_id()
+    return (*outs, profile)
+
+
 _options_cache: dict = {}
 
 
-def _remote(num_returns: int, name: str | None, remote_args: tuple):
-    key = (num_returns, name, remote_args)
+def _remote(num_returns: int, name: str | None, remote_args: tuple, profiled: bool = False):
+    key = (num_returns, name, remote_args, profiled)
     fn = _options_cache.get(key)
     if fn is None:
         opts = thaw(remote_args)
@@ -273,7 +285,9 @@ def _remote(num_returns: int, name: str | None, remote_args: tuple):
             opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
                 strategy[1], soft=bool(strategy[2])
             )
-        fn = _run_group.options(num_returns=num_returns, **opts)
+        fn = (_run_group_profiled if profiled else _run_group).options(
+            num_returns=num_returns, **opts
+        )
         if len(_options_cache) > 4096:
             _options_cache.clear()
         _options_cache[key] = fn
@@ -290,6 +304,7 @@ def submit(
     classes: list | None = None,
     class_options: list | None = None,
     progress: Any = None,
+    profiles: list | None = None,
 ) -> list:
     """Submit every group of ``plan``; return one ObjectRef (or local value) per target.
 
@@ -298,7 +313,9 @@ def submit(
     Ray options of class ``c`` (all members of a group share one class); without them every
     Ray task gets ``remote_args``. ``progress``, if given, hears ``submitted(g)`` for every
     group as it is submitted and ``done(g)`` when it is seen finished (here or in
-    :func:`gather`): the execution-driven feed of dask's callbacks.
+    :func:`gather`): the execution-driven feed of dask's callbacks. With a ``profiles`` list,
+    every Ray task runs timed (:func:`daskray.worker.run_group_profiled`) and ``(group, ref
+    of its profile)`` is appended to the list, for :mod:`daskray.report`.
     """
     names = plan.names
     ng = plan.ngroups
@@ -358,7 +375,13 @@ def submit(
             )
             name = key_split(names[outs[-1]]) if task_names else None
             opts = frozen[classes[members[m0]]] if classes is not None else frozen[0]
-            result = _remote(len(outs), name, opts).remote(spec, *[ref_of(i) for i in ins])
+            args = [ref_of(i) for i in ins]
+            if profiles is None:
+                result = _remote(len(outs), name, opts).remote(spec, *args)
+            else:
+                *result, stats = _remote(len(outs) + 1, name, opts, True).remote(spec, *args)
+                profiles.append((g, stats))
+                result = result[0] if len(outs) == 1 else result
             watch.add(result if len(outs) == 1 else result[0], g)
             if progress is not None:
                 progress.submitted(g)

@@ -131,6 +131,26 @@ def tasks_shuffle(scale: float):
     return df.shuffle("k", shuffle_method="tasks").v.sum(), None
 
 
+def spin(seconds: float, i: int) -> int:
+    """Keep a CPU busy for ``seconds`` (a stand-in for real work of known cost)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+    return i
+
+
+def uneven(scale: float):
+    """Very uneven task costs: 16 ``spin`` tasks of 40 ms (x sqrt(scale)) beside 4,000 tiny
+    ``inc`` tasks (x scale), all summed by a tree. Counted by tasks, the spins are neighbours
+    and land in one or two fused groups; measured (``daskray tune uneven``), they spread out."""
+    seconds = 0.04 * min(1.0, scale) ** 0.5
+    dsk: dict = {("spin", i): (spin, seconds, i) for i in range(16)}
+    n = _n(4_000, scale, 64)
+    dsk.update({("inc", i): (inc, i) for i in range(n)})
+    level = [("spin", i) for i in range(16)] + [("inc", i) for i in range(n)]
+    return dsk, _tree_reduce(dsk, level, "total")
+
+
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in [
@@ -142,6 +162,7 @@ WORKLOADS: dict[str, Workload] = {
         Workload("groupby", groupby_agg, "compute"),
         Workload("shuffle", tasks_shuffle, "shuffle"),
         Workload("million", huge, "huge"),
+        Workload("uneven", uneven, "compute"),
     ]
 }
 

@@ -1,10 +1,12 @@
-"""The ``daskray`` command: ``demo`` (default), ``bench`` and ``info``.
+"""The ``daskray`` command: ``demo`` (default), ``bench``, ``tune`` and ``info``.
 
 ``daskray bench [WORKLOAD ...] --schedulers daskray,ray_dask_get,threads,sync`` runs the
 benchmark workloads of :mod:`daskray.bench` side by side in one process, on one local Ray,
 and writes a JSON file of the timings and a PNG bar chart of each scheduler's time relative to
-``ray_dask_get`` (log scale). ``daskray info`` prints versions, whether the compiled core is
-active, and the Ray cluster's nodes and resources.
+``ray_dask_get`` (log scale). ``daskray tune WORKLOAD`` measures a workload's per-prefix task
+durations into a fusion profile (:mod:`daskray.tuning`) and prints its run time by task count and
+with the profile. ``daskray info`` prints versions, whether the compiled core is active, and
+the Ray cluster's nodes and resources.
 """
 
 from __future__ import annotations
@@ -106,6 +108,60 @@ def bench(argv: list[str]) -> int:
     return 0 if all(r["agree"] for r in rows) else 1
 
 
+def tune(argv: list[str]) -> int:
+    from daskray import bench as workloads
+
+    parser = argparse.ArgumentParser(
+        prog="daskray tune",
+        description="measure a workload's task durations and write a fusion profile; "
+        "show its run time before and after",
+    )
+    parser.add_argument("workload", metavar="WORKLOAD", choices=list(workloads.WORKLOADS))
+    parser.add_argument("--scale", type=float, default=1.0, help="1.0: the target sizes")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs each (best is kept)")
+    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray")
+    parser.add_argument("--output", default="daskray-profile.json", help="the profile to write")
+    args = parser.parse_args(argv)
+
+    import dask
+    import ray
+
+    import daskray
+
+    w = workloads.WORKLOADS[args.workload]
+    started = not ray.is_initialized()
+    if started:
+        ray.init(
+            address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False
+        )
+    try:
+        workloads.time_it(w, daskray.get, min(args.scale, 0.01))  # warm the workers
+        with dask.config.set({"daskray.fusion.profile": None}):
+            before, expected = workloads.time_it(w, daskray.get, args.scale, args.repeat)
+            obj, keys = w.make(args.scale)
+            if keys is None:
+                profile = daskray.tune(obj, filename=args.output)
+            else:  # a raw graph: wrap it as a collection dask can compute
+                from dask.delayed import Delayed
+
+                profile = daskray.tune(Delayed(keys, obj), filename=args.output)
+        with dask.config.set({"daskray.fusion.profile": args.output}):
+            after, value = workloads.time_it(w, daskray.get, args.scale, args.repeat)
+    finally:
+        if started:
+            ray.shutdown()
+    slowest = sorted(profile["prefixes"].items(), key=lambda kv: -kv[1])[:5]
+    print(f"wrote {args.output}: per-task seconds of {len(profile['prefixes'])} prefixes")
+    for prefix, secs in slowest:
+        print(f"  {prefix:30s} {secs * 1e3:10.3f} ms")
+    agree = workloads.same(expected, value)
+    print(
+        f"{args.workload}: {before:.3f}s by task count, {after:.3f}s with the profile "
+        f"({before / after:.2f}x){'' if agree else '  RESULTS DIFFER'}"
+    )
+    return 0 if agree else 1
+
+
 def chart(report: dict, path: str) -> None:
     """A grouped bar chart: each scheduler's time relative to ray_dask_get, log scale."""
     import matplotlib
@@ -144,5 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         return bench(argv)
     if command == "info":
         return info(argv)
-    print(f"unknown command {command!r}; use: daskray [demo|bench|info] ...", file=sys.stderr)
+    if command == "tune":
+        return tune(argv)
+    print(f"unknown command {command!r}; use: daskray [demo|bench|tune|info] ...", file=sys.stderr)
     return 2

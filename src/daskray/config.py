@@ -38,6 +38,11 @@ DEFAULTS: dict[str, Any] = {
         "min-group-size": 1,
         # a task with at least this many getitem-style dependents runs with them (num_returns)
         "split-fanout": 2,
+        # a profile of task durations (daskray.tune): a path to its JSON file, or the dict;
+        # with one, groups are sized by estimated time instead of task counts
+        "profile": None,
+        # with a profile: never aim a group at less than this many seconds of work
+        "min-duration": 0.005,
     },
     "locality": {
         # soft node affinity for tasks reading persisted values (see daskray.locality)

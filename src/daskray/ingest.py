@@ -26,7 +26,7 @@ from typing import Any
 from dask._task_spec import Alias, DataNode, GraphNode, Task, convert_legacy_graph
 
 from . import _graph
-from ._graph import InvalidKeyError
+from ._graph import InvalidKeyError, MissingDependencyError
 from .annotations import graph_and_annotations
 from .futures import RayFuture, persisted
 from .worker import same
@@ -83,10 +83,6 @@ def _flatten_request(keys: Any, out: list) -> None:
         else:
             out.append(k)
 
-
-_MISSING = object()
-# graph entries that stand for no task: the key's value is a persisted one
-_ABSENT = (object, RayFuture)
 
 _dependencies = attrgetter("dependencies")
 _key = attrgetter("key")
@@ -159,6 +155,29 @@ def _nodes(mapping: dict) -> tuple[list, list, set]:
     return names, nodes, types
 
 
+def _add_held(names, nodes, deps, types, wanted, held, mapping) -> None:
+    """Add a ``DataNode`` holding the ObjectRef of each persisted key in ``wanted`` that the
+    graph has no task for."""
+    extra = {
+        k: None
+        for k in wanted
+        if _hashable(k) and k in held and not isinstance(mapping.get(k), GraphNode)
+    }
+    if extra:
+        names.extend(extra)
+        nodes.extend(DataNode(k, held[k]) for k in extra)
+        deps.extend(() for _ in extra)
+        types.add(DataNode)
+
+
+def _hashable(k: Any) -> bool:
+    try:
+        hash(k)
+    except TypeError:
+        return False
+    return True
+
+
 def ingest(dsk: Any, keys: Any) -> Graph:
     """Normalize ``dsk`` and ``keys`` into a :class:`Graph`; raise on bad input."""
     source = dsk
@@ -166,16 +185,26 @@ def ingest(dsk: Any, keys: Any) -> Graph:
     if not isinstance(mapping, dict):
         mapping = dict(mapping)  # materialize a HighLevelGraph's layers
     names, nodes, types = _nodes(mapping)
-    held = persisted()
-    if held:  # values persisted on Ray that this graph may refer to by key
-        extra = [k for k in held if type(mapping.get(k, _MISSING)) in _ABSENT]
-        names.extend(extra)
-        nodes.extend(DataNode(k, held[k]) for k in extra)
-        types.add(DataNode)
-    index, indptr, indices = _graph.intern(names, list(map(_dependencies, nodes)))
-
     flat: list = []
     _flatten_request(keys, flat)
+    deps = list(map(_dependencies, nodes))
+    held = persisted()
+    if held:  # values persisted on Ray that this graph refers to: their refs, as data
+        if DataNode in types:
+            for i, n in enumerate(nodes):
+                if type(n) is DataNode and type(n.value) is RayFuture:
+                    nodes[i] = DataNode(n.key, n.value.ref)
+        # requested as they are (dask's conversion drops a graph entry whose value is a future)
+        _add_held(names, nodes, deps, types, flat, held, mapping)
+    try:
+        index, indptr, indices = _graph.intern(names, deps)
+    except MissingDependencyError as e:
+        if e.key not in held:
+            raise
+        # referred to by key only (dask-expr) or as a graph entry dropped in conversion
+        _add_held(names, nodes, deps, types, [d for ds in deps for d in ds], held, mapping)
+        index, indptr, indices = _graph.intern(names, deps)
+
     targets = []
     missing = []
     for k in flat:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import os
 import threading
+import time
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,7 +24,7 @@ from dask._task_spec import DataNode
 from dask.callbacks import local_callbacks, unpack_callbacks
 from dask.utils import key_split
 
-from . import _graph, locality
+from . import _graph, locality, report, tuning
 from .annotations import classes_of, priorities_of, to_ray_options
 from .config import option
 from .futures import RayFuture
@@ -61,12 +62,17 @@ def make_plan(
     priorities = priorities_of(graph.names, graph.index, graph.annotations)
     # the core's default cost of a node is 1 + its number of dependencies
     group, bundle = _weights(len(graph.nodes) + len(graph.indices), cpus, fuse)
+    costs = None
+    profile = tuning.load(option("fusion.profile")) if group > 1 else None
+    if profile is not None:  # measured durations (daskray.tune): weights in microseconds
+        costs = tuning.weights(graph.names, profile)
+        group, bundle = tuning.group_weight(sum(costs), cpus)
     return _graph.plan(
         graph.names,
         graph.indptr,
         graph.indices,
         graph.targets,
-        None,
+        costs,
         classes,
         graph.flags,
         group,
@@ -152,6 +158,8 @@ def _compute(dsk: Any, keys: Any, kwargs: dict, fetch: bool) -> Any:
     if kwargs:
         raise TypeError(f"daskray.get got unexpected keyword arguments: {sorted(kwargs)}")
 
+    recorder = report.active()
+    started = time.time()
     with gc_paused():
         graph = ingest(dsk, keys)
         base = dict(option("ray-remote-args"))
@@ -175,6 +183,11 @@ def _compute(dsk: Any, keys: Any, kwargs: dict, fetch: bool) -> Any:
         _ray.check_feasible(class_options, classes, graph.names)
     with gc_paused():
         plan = make_plan(graph, _ray.cluster_cpus(), fuse, classes)
+    record = None
+    if recorder is not None:
+        record = recorder.start(report.label_of(graph.names, graph.targets), len(plan.order))
+        record.started = started
+        record.planned = time.time()
     with _relayed(plan, graph, callbacks) as relay:
         with gc_paused():
             handles = _ray.submit(
@@ -186,9 +199,18 @@ def _compute(dsk: Any, keys: Any, kwargs: dict, fetch: bool) -> Any:
                 classes=classes,
                 class_options=class_options,
                 progress=relay,
+                profiles=record.refs if record is not None else None,
             )
+        if record is not None:
+            record.submitted = time.time()
+            record.describe(plan)
         del plan
-        return (graph, handles) if not fetch else graph.repack(_ray.gather(handles))
+        if not fetch:
+            return graph, handles
+        values = _ray.gather(handles)
+        if record is not None:
+            record.finished = time.time()
+        return graph.repack(values)
 
 
 def _placed(graph: Graph, classes: list | None, class_options: list) -> tuple:

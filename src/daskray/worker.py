@@ -13,14 +13,47 @@ output: a group of 2,000 fused chunk operations holds no more than dask's own sc
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
+
+from dask.utils import key_split
 
 
 def run_group(spec: tuple, *values: Any) -> Any:
     """Run a fused group; return its single output, or a tuple of its outputs."""
+    return _execute(spec, values, None)
+
+
+def run_group_profiled(spec: tuple, *values: Any) -> tuple:
+    """:func:`run_group`, timed: ``(*outputs, profile)`` with ``profile`` a dict of the
+    group's wall-clock ``start``/``end`` (``time.time()``), its process id, per key prefix
+    ``[tasks, seconds]``, and the sizes (``dask.sizeof``) of its inputs and outputs -- what
+    :mod:`daskray.report` draws and :func:`daskray.tune` learns task durations from."""
+    from dask.sizeof import sizeof
+
+    _, _, out_keys = spec
+    prefixes: dict = {}
+    start = time.time()
+    result = _execute(spec, values, prefixes)
+    end = time.time()
+    outs = (result,) if len(out_keys) == 1 else result
+    profile = {
+        "start": start,
+        "end": end,
+        "pid": os.getpid(),
+        "prefixes": prefixes,
+        "in_bytes": [sizeof(v) for v in values],
+        "out_bytes": [sizeof(v) for v in outs],
+    }
+    return (*outs, profile)
+
+
+def _execute(spec: tuple, values: tuple, prefixes: dict | None) -> Any:
+    """The loop of :func:`run_group`; with ``prefixes``, also time each task into it."""
     tasks, in_keys, out_keys = spec
     cache = dict(zip(in_keys, values))
-    if len(tasks) == 1:
+    if len(tasks) == 1 and prefixes is None:
         task = tasks[0]
         try:
             result = task(cache)
@@ -29,6 +62,7 @@ def run_group(spec: tuple, *values: Any) -> Any:
             raise
         cache[task.key] = result
     else:
+        clock = time.perf_counter
         remaining: dict = {}
         for task in tasks:
             for d in task.dependencies:
@@ -36,11 +70,16 @@ def run_group(spec: tuple, *values: Any) -> Any:
         outs = set(out_keys)
         for task in tasks:
             deps = task.dependencies
+            t0 = clock() if prefixes is not None else 0.0
             try:
                 cache[task.key] = task({d: cache[d] for d in deps})
             except Exception as e:
                 _annotate(e, task.key)
                 raise
+            if prefixes is not None:
+                tally = prefixes.setdefault(key_split(task.key), [0, 0.0])
+                tally[0] += 1
+                tally[1] += clock() - t0
             for d in deps:
                 r = remaining[d] - 1
                 if r == 0 and d not in outs:

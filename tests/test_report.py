@@ -1,0 +1,160 @@
+"""daskray.performance_report (HTML + Chrome trace) and benchmark-driven tuning (daskray.tune)."""
+
+from __future__ import annotations
+
+import json
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+
+import daskray
+from daskray import bench, cli, ingest, report, scheduler, tuning
+
+
+def _stream(rep):
+    return [e for e in rep.chrome_trace()["traceEvents"] if e.get("cat") == "ray-task"]
+
+
+def test_report_html_and_trace(ray_ctx, tmp_path):
+    html_path, trace_path = tmp_path / "r.html", tmp_path / "t.json"
+    x = da.arange(64_000, chunks=1_000)
+    dsk, keys = _graph((x + 1).sum())
+    with daskray.performance_report(str(html_path), trace=str(trace_path)) as rep:
+        assert report.active() is rep
+        (total,) = daskray.get(dsk, keys)
+        (y,) = dask.persist(x * 2, scheduler=daskray.get)  # profiles fetched when the block ends
+    assert report.active() is None
+    assert total == sum(range(1, 64_001))
+    np.testing.assert_array_equal(y.compute(scheduler=daskray.get), np.arange(64_000) * 2)
+
+    summary = rep.summary()
+    assert len(summary) == 2
+    first = summary[0]
+    planned = scheduler.make_plan(ingest.ingest(dsk, keys), 2)
+    assert first["tasks"] == len(planned.order)
+    assert first["ray_tasks"] == planned.ngroups
+    assert first["plan_s"] >= 0 and first["run_s"] >= first["submit_s"] >= 0
+    assert first["read_bytes"] > 0 and first["cross_node_bytes"] == 0  # one node
+    assert first["nodes"] == 1
+    # every Ray task of both computes is in the stream, the trace and the group sizes
+    ray_tasks = sum(s["ray_tasks"] for s in summary)
+    assert len(_stream(rep)) == ray_tasks == sum(rep.group_sizes().values())
+    prefixes = rep.prefixes()
+    # dask fused each block's arange and add / mul into one task
+    assert prefixes["arange-sum"]["tasks"] == 64 and prefixes["arange-mul"]["tasks"] == 64
+    assert all(p["mean"] > 0 for p in prefixes.values())
+
+    text = html_path.read_text()
+    for part in ("Task stream", "Fused group sizes", "Slowest task prefixes", "<svg", "cross-node"):
+        assert part in text
+    assert "arange-sum x" in text  # a task's tooltip: its prefixes
+    trace = json.loads(trace_path.read_text())
+    events = [e for e in trace["traceEvents"] if e.get("cat") == "ray-task"]
+    assert len(events) == ray_tasks
+    assert all(e["ph"] == "X" and e["dur"] >= 0 for e in events)
+    assert {e["name"] for e in trace["traceEvents"] if e["ph"] == "M"} == {"process_name"}
+
+
+def test_no_profiling_outside_a_report(ray_ctx, monkeypatch):
+    from daskray import _ray
+
+    seen = []
+    real = _ray.submit
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("profiles"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_ray, "submit", spy)
+    assert da.ones(10, chunks=5).sum().compute(scheduler=daskray.get) == 10
+    with daskray.performance_report(None):
+        assert da.ones(10, chunks=5).sum().compute(scheduler=daskray.get) == 10
+    assert seen[0] is None  # untimed
+    groups = [g for g, _ in seen[1]]  # (group, profile ref) of each Ray task
+    assert groups and groups == sorted(set(groups))
+
+
+def _graph(collection):
+    (opt,) = dask.optimize(collection)
+    return opt.__dask_graph__(), opt.__dask_keys__()
+
+
+# -- tuning ----------------------------------------------------------------------------------
+
+
+def _spins_per_group(profile) -> list[int]:
+    dsk, key = bench.uneven(1.0)
+    with dask.config.set({"daskray.fusion.profile": profile}):
+        graph = ingest.ingest(dsk, key)
+        plan = scheduler.make_plan(graph, 2)
+    out = []
+    for g in range(plan.ngroups):
+        members, _, _ = plan.group(g)
+        n = sum(1 for i in members if graph.names[i][0] == "spin")
+        if n:
+            out.append(n)
+    return out
+
+
+def test_a_profile_spreads_slow_tasks_across_groups():
+    # by count, the 16 neighbouring slow tasks fuse into one Ray task
+    assert _spins_per_group(None) == [16]
+    profile = {"prefixes": {"spin": 0.04, "inc": 2e-5, "total": 5e-5}, "default": 1e-5}
+    spread = _spins_per_group(profile)
+    assert sum(spread) == 16 and max(spread) <= 2 and len(spread) >= 8
+
+
+def test_min_duration_keeps_groups_worth_a_ray_task():
+    dsk, key = bench.tiny_tree(0.05)
+    fast = {"prefixes": {"leaf": 1e-6, "reduce": 1e-6}, "default": 1e-6}
+    graph = ingest.ingest(dsk, key)
+    with dask.config.set({"daskray.fusion.profile": fast}):
+        assert scheduler.make_plan(graph, 2).ngroups == 1  # 1 ms of work: one Ray task
+        with dask.config.set({"daskray.fusion.min-duration": 0}):
+            assert scheduler.make_plan(graph, 2).ngroups > 4
+
+
+def test_tune_measures_and_the_profile_is_used(ray_ctx, tmp_path):
+    path = tmp_path / "profile.json"
+    dsk, key = bench.uneven(0.01)
+    from dask.delayed import Delayed
+
+    profile = daskray.tune(Delayed(key, dsk), filename=str(path))
+    assert json.loads(path.read_text()) == profile
+    secs = profile["prefixes"]
+    assert secs["spin"] > 0.003 > secs["inc"]  # 4 ms spins, microsecond incs
+    assert profile["default"] > 0
+    assert max(_spins_per_group(str(path))) <= 2
+    with dask.config.set({"daskray.fusion.profile": str(path)}):
+        assert daskray.get(dsk, key) == sum(range(16)) + sum(range(1, 65))
+
+
+@pytest.mark.parametrize(
+    "profile, match",
+    [
+        ("/nonexistent/profile.json", "cannot be read"),
+        ({"prefixes": {"a": -1}}, "not a daskray profile"),
+        ({"spin": 1}, "not a daskray profile"),
+    ],
+)
+def test_bad_profiles_are_named(profile, match):
+    with pytest.raises(ValueError, match=match):
+        tuning.load(profile)
+
+
+def test_profile_file_must_be_json(tmp_path):
+    bad = tmp_path / "p.json"
+    bad.write_text("{nope")
+    with pytest.raises(ValueError, match="is not JSON"):
+        tuning.load(str(bad))
+
+
+def test_cli_tune(ray_ctx, tmp_path, capsys):
+    out = tmp_path / "p.json"
+    rc = cli.main(["tune", "uneven", "--scale", "0.01", "--repeat", "1", "--output", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "spin" in text and "with the profile" in text
+    assert "spin" in json.loads(out.read_text())["prefixes"]
