@@ -74,3 +74,22 @@ def test_plan_cost_per_node(record):
         us_per_node=round(ours / n * 1e6, 3),
         groups=plan.ngroups,
     )
+
+
+def test_tuning_uneven(ray_ctx, record, tmp_path):
+    """``bench.uneven`` (16 slow tasks beside many tiny ones) by task count, then with the
+    profile that ``daskray.tune`` measured on it: groups sized by time spread the slow tasks."""
+    import dask
+    from dask.delayed import Delayed
+
+    w = bench.WORKLOADS["uneven"]
+    path = str(tmp_path / "profile.json")
+    bench.time_it(w, daskray.get, 0.01)  # warm the workers
+    before, expected = bench.time_it(w, daskray.get, SCALE, repeat=2)
+    dsk, key = w.make(SCALE)
+    profile = daskray.tune(Delayed(key, dsk), filename=path)
+    with dask.config.set({"daskray.fusion.profile": path}):
+        after, value = bench.time_it(w, daskray.get, SCALE, repeat=2)
+    assert value == expected
+    assert profile["prefixes"]["spin"] > 100 * profile["prefixes"]["inc"]
+    record("uneven-tuned", {"daskray": after, "daskray-by-count": before})

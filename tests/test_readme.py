@@ -16,7 +16,8 @@ def _blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", open(README).read(), flags=re.S)
 
 
-def test_readme_examples_run(ray_ctx):
+def test_readme_examples_run(ray_ctx, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the report and profile examples write files
     blocks = _blocks()
     assert len(blocks) >= 4
     ns: dict = {}
@@ -38,3 +39,38 @@ def test_readme_examples_run(ray_ctx):
         dask.config.refresh()
     assert ns["done"] == ["a", "b"]  # the callback example saw both tasks finish
     assert ns["z"].compute(scheduler=ns["daskray"].get) == 3000
+    assert (tmp_path / "daskray-report.html").stat().st_size > 0
+    assert "traceEvents" in (tmp_path / "daskray-trace.json").read_text()
+    assert "spin" in ns["profile"]["prefixes"]
+
+
+def _commands() -> list[list[str]]:
+    """The ``daskray ...`` lines of the README's command-line block, as argument lists."""
+    text = open(README).read()
+    block = re.search(r"## Command line\n\n```bash\n(.*?)```", text, flags=re.S).group(1)
+    out = []
+    for line in block.splitlines():
+        words = line.split("#")[0].split()
+        assert words[0] == "daskray", line
+        out.append([w.strip("[]") for w in words[1:]])
+    return out
+
+
+def test_readme_commands_run(ray_ctx, tmp_path, monkeypatch, capsys):
+    """Each command of the README runs (at a small scale: ``--scale`` given last wins)."""
+    from daskray import cli
+
+    monkeypatch.chdir(tmp_path)
+    commands = _commands()
+    assert [c[0] for c in commands] == ["demo", "bench", "tune", "info"]
+    for argv in commands:
+        if argv[0] in ("bench", "tune"):
+            argv = [*argv, "--scale", "0.002"]
+        if argv[0] == "tune":
+            argv = [*argv, "--repeat", "1"]
+        assert cli.main(argv) == 0, argv
+    out = capsys.readouterr().out
+    assert "ray_dask_get" in out and "with the profile" in out and "compiled core" in out
+    assert (tmp_path / "daskray-bench.png").exists() and (
+        tmp_path / "daskray-profile.json"
+    ).exists()

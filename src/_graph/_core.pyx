@@ -43,8 +43,12 @@ whose value leaves it. A cycle of groups would then be a cycle of nodes. Three s
   ``group_weight`` the children's pending pieces are packed, in order, into groups of about
   ``group_weight`` (siblings, all feeding the node): these run in parallel, which is what keeps
   a tree reduction of 20,000 leaves as wide as the cluster. What is left stays pending on the
-  node and moves up. A bin is closed before a piece would take it past ``group_weight``, so
-groups stay near the target instead of up to twice it. A tree ends at a node with no or several dependents and is closed there::
+  node and moves up -- unless it is half a group or more: then it is a group of its own, since
+  on the node it would wait for the groups just closed although nothing in it needs them (16
+  slow tasks side by side would otherwise leave their last pair to run after the rest). A bin
+  is closed before a piece would take it past ``group_weight``, so groups stay near the target
+  instead of up to twice it. A tree ends at a node with no or several dependents and is closed
+  there::
 
         a b c d   e f g h          group_weight 4: [a b c d] [e f g h] run in parallel,
         └┬┘ └┬┘   └┬┘ └┬┘          and the sums above them form a third group
@@ -458,6 +462,14 @@ def plan(list names, indptr_in, indices_in, targets, weights=None, classes=None,
                     bt = -1
                     bw = 0
                     bx = False
+            if bh != -1 and 2 * bw >= group_weight:
+                # half a group or more left over: its own group. Carried up, it would wait
+                # for the groups just closed below u although nothing in it needs them
+                ng = _close(gid, nxt, bh, ng)
+                x = True
+                bh = -1
+                bw = 0
+                bx = False
             if bh != -1:
                 nxt[u] = bh
                 tail[u] = bt

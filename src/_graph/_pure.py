@@ -265,6 +265,14 @@ def plan(
                     bh = bt = -1
                     bw = 0
                     bx = False
+            if bh != -1 and 2 * bw >= group_weight:
+                # half a group or more left over: its own group. Carried up, it would wait
+                # for the groups just closed below u although nothing in it needs them
+                close(bh)
+                x = True
+                bh = -1
+                bw = 0
+                bx = False
             if bh != -1:
                 nxt[u] = bh
                 tail[u] = bt

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from contextlib import contextmanager
 from typing import Any
 
 import ray
@@ -95,6 +96,26 @@ def connect(address: str | None, num_cpus: int | None, init_kwargs: dict) -> Non
                 )
             ) from e
         _same_session()
+
+
+@contextmanager
+def local_ray(num_cpus: int | None = None, address: str | None = None):
+    """Ray for a command (``daskray demo/bench/tune/info``): the connection already made, if
+    any; else one started here -- a local Ray (``address="local"``, never some other cluster
+    on the box) unless ``address`` is given -- and shut down on the way out."""
+    if ray.is_initialized():
+        yield
+        return
+    ray.init(
+        address=address or "local",
+        num_cpus=None if address else num_cpus,
+        include_dashboard=None if address else False,
+        log_to_driver=False,
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def cluster_cpus() -> int:

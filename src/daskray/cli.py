@@ -25,15 +25,12 @@ def info(argv: list[str]) -> int:
     import ray
 
     import daskray
-    from daskray import _graph
+    from daskray import _graph, _ray
 
     print(f"daskray {daskray.__version__}")
     print(f"compiled core: {_graph.COMPILED} ({_graph.plan.__module__})")
     print(f"ray {ray.__version__}, dask {dask.__version__}, python {sys.version.split()[0]}")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=args.address or "local", include_dashboard=False, log_to_driver=False)
-    try:
+    with _ray.local_ray(address=args.address):
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         print(f"ray cluster: {len(nodes)} node(s)")
         for n in nodes:
@@ -43,9 +40,6 @@ def info(argv: list[str]) -> int:
                 if not k.startswith("node:") and k not in ("object_store_memory",)
             }
             print(f"  {n['NodeID'][:12]}  {n['NodeManagerAddress']}  {res}")
-    finally:
-        if started:
-            ray.shutdown()
     return 0
 
 
@@ -73,15 +67,10 @@ def bench(argv: list[str]) -> int:
         parser.error(f"unknown workloads {unknown}; choose from {list(workloads.WORKLOADS)}")
     gets = workloads.schedulers(args.schedulers.split(","))
 
-    import ray
+    from daskray import _ray
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(
-            address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False
-        )
     rows: list[dict[str, Any]] = []
-    try:
+    with _ray.local_ray(args.num_cpus):
         for name in names:
             w = workloads.WORKLOADS[name]
             for get in gets.values():  # warm-up: worker start-up and imports count for none
@@ -92,9 +81,6 @@ def bench(argv: list[str]) -> int:
             rows.append({"workload": name, "seconds": times, "agree": agree})
             shown = "  ".join(f"{s} {t:.3f}s" for s, t in times.items())
             print(f"{name:10s} {shown}  {'agree' if agree else 'RESULTS DIFFER'}", flush=True)
-    finally:
-        if started:
-            ray.shutdown()
     report = {
         "scale": args.scale,
         "schedulers": list(gets),
@@ -124,17 +110,12 @@ def tune(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     import dask
-    import ray
 
     import daskray
+    from daskray import _ray
 
     w = workloads.WORKLOADS[args.workload]
-    started = not ray.is_initialized()
-    if started:
-        ray.init(
-            address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False
-        )
-    try:
+    with _ray.local_ray(args.num_cpus):
         workloads.time_it(w, daskray.get, min(args.scale, 0.01))  # warm the workers
         with dask.config.set({"daskray.fusion.profile": None}):
             before, expected = workloads.time_it(w, daskray.get, args.scale, args.repeat)
@@ -147,9 +128,6 @@ def tune(argv: list[str]) -> int:
                 profile = daskray.tune(Delayed(keys, obj), filename=args.output)
         with dask.config.set({"daskray.fusion.profile": args.output}):
             after, value = workloads.time_it(w, daskray.get, args.scale, args.repeat)
-    finally:
-        if started:
-            ray.shutdown()
     slowest = sorted(profile["prefixes"].items(), key=lambda kv: -kv[1])[:5]
     print(f"wrote {args.output}: per-task seconds of {len(profile['prefixes'])} prefixes")
     for prefix, secs in slowest:

@@ -63,10 +63,16 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from ray.util.dask import ray_dask_get
 
+    from daskray import _ray
+
+    with _ray.local_ray(args.num_cpus):
+        return _demo(args, ray, ray_dask_get)
+
+
+def _demo(args, ray, ray_dask_get) -> int:
     import daskray
     from daskray import bench
 
-    ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
     print(
         f"daskray {daskray.__version__} (compiled core: {daskray.COMPILED}), ray "
         f"{ray.__version__}, {int(ray.cluster_resources()['CPU'])} CPUs"
@@ -75,23 +81,20 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
     ok = True
-    try:
-        for name, fn in _workloads(args.small):
-            work = bench.Workload(name, lambda scale, fn=fn: (fn(), None), "demo")
-            gets = {"daskray": daskray.get, "ray_dask_get": ray_dask_get}
-            bench.side_by_side(work, gets, 1.0)  # warm both: worker start-up, imports
-            times, values = bench.side_by_side(work, gets, 1.0, repeat=args.repeat)
-            v_sync = fn().compute(scheduler="sync")
-            ours = bench.same(values["daskray"], v_sync)
-            agree = ours and bench.same(values["ray_dask_get"], v_sync)
-            ok &= ours
-            t_ours, t_ray = times["daskray"], times["ray_dask_get"]
-            print(
-                f"{name:48s} {t_ours:8.2f}s {t_ray:12.2f}s {t_ray / t_ours:8.1f}x  "
-                f"{'yes' if agree else 'NO'}"
-            )
-    finally:
-        ray.shutdown()
+    for name, fn in _workloads(args.small):
+        work = bench.Workload(name, lambda scale, fn=fn: (fn(), None), "demo")
+        gets = {"daskray": daskray.get, "ray_dask_get": ray_dask_get}
+        bench.side_by_side(work, gets, 1.0)  # warm both: worker start-up, imports
+        times, values = bench.side_by_side(work, gets, 1.0, repeat=args.repeat)
+        v_sync = fn().compute(scheduler="sync")
+        ours = bench.same(values["daskray"], v_sync)
+        agree = ours and bench.same(values["ray_dask_get"], v_sync)
+        ok &= ours
+        t_ours, t_ray = times["daskray"], times["ray_dask_get"]
+        print(
+            f"{name:48s} {t_ours:8.2f}s {t_ray:12.2f}s {t_ray / t_ours:8.1f}x  "
+            f"{'yes' if agree else 'NO'}"
+        )
     if not ok:
         print("daskray's results differ from dask's synchronous scheduler")
         return 1
