@@ -355,9 +355,7 @@ class performance_report:
             "class='stream'>"
         ]
         for (node, pid), y in lanes.items():
-            out.append(
-                f"<text x='4' y='{22 + y * lane_h + 12}'>node {node[:8]} pid {pid}</text>"
-            )
+            out.append(f"<text x='4' y='{22 + y * lane_h + 12}'>node {node[:8]} pid {pid}</text>")
         for k in range(6):
             x = left + (width - left - 10) * k / 5
             out.append(f"<text x='{x:.0f}' y='12' class='axis'>{span * k / 5:.2f} s</text>")
