@@ -769,24 +769,25 @@ def test_sink_bundles_respect_classes(core):
     assert p.ngroups == 1  # control: one class, one bundle
 
 
-def sources_graph(k=10):
-    """``r_i`` (no dependencies) feed ``t_i = f(r_i, r_(i+1 mod k))``: ``x + x.T``'s shape."""
+def sources_graph(k=10, fan=2):
+    """``r_i`` (no dependencies) feed ``t_i = f(r_i, ..., r_(i+fan-1 mod k))``: ``x + x.T``'s
+    shape for ``fan=2``; each source is read by ``fan`` tasks."""
     graph = {("r", i): () for i in range(k)}
     for i in range(k):
-        graph[("t", i)] = (("r", i), ("r", (i + 1) % k))
+        graph[("t", i)] = tuple(("r", (i + j) % k) for j in range(fan))
     return graph, [("t", i) for i in range(k)]
 
 
 def test_source_bundles(core):
     """
-    r0   r1   r2  ...  r9         sources, each read by two tasks
+    r0   r1   r2  ...  r9         sources, each read by five tasks (more than CLUSTER_FANOUT)
     │ ╲  │ ╲  │ ╲      │ ╲
-    t0   t1   t2  ...  t9 ...     t_i needs r_i and r_(i+1 mod 10); t_i are targets
+    t0   t1   t2  ...  t9 ...     t_i needs r_i .. r_(i+4 mod 10); t_i are targets
 
     Unit weights, group_weight 5: the sources are bundled (groups without inputs, 5 sources
     each), and so are the sinks t_i, but never sources with sinks.
     """
-    graph, targets = sources_graph(10)
+    graph, targets = sources_graph(10, fan=5)
     names, index, indptr, indices, tids = build(core, graph, targets)
     p = core.plan(names, indptr, indices, tids, weights=ones(names), group_weight=5)
     check_plan(p, indptr, indices, tids)
@@ -804,6 +805,67 @@ def test_source_bundles(core):
     )
     check_plan(p1, indptr, indices, tids)
     assert len({p1.group_of[v] for v in rs}) == 10
+
+
+def test_clusters_keep_shared_inputs_with_their_readers(core):
+    """``x + x.T``'s shape: block ``(i, j)`` and ``(j, i)`` are read by the same two tasks.
+    Each pair of sources runs in the group of its two readers, so no source value leaves its
+    group; clusters without inputs are bundled up to ``bundle_weight``. A ring (each source
+    read by two tasks, every task by a different pair) is cut into clusters of at most
+    ``group_weight``, and the plan stays valid."""
+    graph = {("r", i): () for i in range(12)}
+    graph.update({("t", i): (("r", i), ("r", i ^ 1)) for i in range(12)})
+    targets = [("t", i) for i in range(12)]
+    names, index, indptr, indices, tids = build(core, graph, targets)
+    p = core.plan(
+        names, indptr, indices, tids, weights=ones(names), group_weight=8, bundle_weight=8
+    )
+    check_plan(p, indptr, indices, tids)
+    assert p.ngroups == 3  # 6 clusters of 4, two per bundle
+    for g in range(p.ngroups):
+        members, inputs, outputs = p.group(g)
+        assert len(members) == 8 and not inputs
+        assert {names[v][0] for v in outputs} == {"t"}, "no source value leaves its group"
+
+    graph, targets = sources_graph(12, fan=2)  # the ring
+    names, index, indptr, indices, tids = build(core, graph, targets)
+    p = core.plan(
+        names, indptr, indices, tids, weights=ones(names), group_weight=6, bundle_weight=6
+    )
+    check_plan(p, indptr, indices, tids)
+    assert max(len(p.group(g)[0]) for g in range(p.ngroups)) <= 6
+    assert any({names[v][0] for v in p.group(g)[0]} == {"r", "t"} for g in range(p.ngroups))
+
+
+def test_cluster_that_would_form_a_cycle_is_not_made(core):
+    """r1 and r2 are each read by two tasks, but r2 depends (through x, which also needs z)
+    on a, a reader of r1: {r1, a, b, r2, e} as one group would wait for x, which waits for it.
+
+    r1 ──> a ──> x <── z
+    │            │
+    │            v
+    └──> b <──── r2 ──> e          b, e targets
+    """
+    graph = {
+        "r1": (),
+        "z": (),
+        "a": ("r1",),
+        "x": ("a", "z"),
+        "r2": ("x",),
+        "b": ("r1", "r2"),
+        "e": ("r2",),
+    }
+    names, index, indptr, indices, tids = build(core, graph, ["b", "e"])
+    p = core.plan(names, indptr, indices, tids, weights=ones(names), group_weight=100)
+    check_plan(p, indptr, indices, tids)
+    g = p.group_of[index["r2"]]
+    assert p.group_of[index["a"]] != g or p.group_of[index["x"]] == g
+    # control: without x's detour the same shape is one cluster
+    graph["r2"] = ()
+    names, index, indptr, indices, tids = build(core, graph, ["b", "e", "x"])
+    p = core.plan(names, indptr, indices, tids, weights=ones(names), group_weight=100)
+    check_plan(p, indptr, indices, tids)
+    assert p.group_of[index["r1"]] == p.group_of[index["b"]] == p.group_of[index["r2"]]
 
 
 def test_piece_with_an_input_is_not_a_source(core):
@@ -825,7 +887,14 @@ def test_piece_with_an_input_is_not_a_source(core):
     }
     names, index, indptr, indices, tids = build(core, graph, ["t1", "t2", "t3", "t4"])
     p = core.plan(
-        names, indptr, indices, tids, weights=ones(names), group_weight=20, split_fanout=0
+        names,
+        indptr,
+        indices,
+        tids,
+        weights=ones(names),
+        group_weight=20,
+        split_fanout=0,
+        cluster_fanout=0,
     )
     check_plan(p, indptr, indices, tids)
     assert p.group_of[index["p1"]] != p.group_of[index["p2"]]
@@ -863,6 +932,7 @@ def test_piece_fed_by_a_closed_group_is_not_a_source(core, closed):
         group_weight=2,
         split_fanout=0,
         bundle_weight=10,
+        cluster_fanout=0,
     )
     check_plan(p, indptr, indices, tids)
     assert sorted(groups(p)[p.group_of[index[below[0]]]]) == sorted(index[k] for k in below)

@@ -76,3 +76,16 @@ def test_persisted_values_are_released_with_the_collection(ray_ctx):
     del y
     gc.collect()
     assert not keys & set(persisted())
+
+
+def test_persist_after_importing_ray_util_dask(ray_ctx):
+    """Importing ray.util.dask patches dask.persist to pass ``ray_persist=True`` to every
+    scheduler; daskray ignores it and still persists by reference."""
+    import ray.util.dask  # noqa: F401 - the import is the point
+
+    x = da.arange(100, chunks=25) * 3
+    (px,) = dask.persist(x, scheduler=daskray.get)
+    py = x.persist(scheduler=daskray.get)
+    for p in (px, py):
+        assert all(_is_future(v) for v in _values(p))
+        np.testing.assert_array_equal(p.compute(scheduler=daskray.get), np.arange(100) * 3)

@@ -12,6 +12,7 @@ from array import array
 
 __all__ = [
     "BLOCK_FUSION",
+    "CLUSTER_FANOUT",
     "CycleError",
     "DATA_PRODUCER",
     "GraphError",
@@ -27,6 +28,8 @@ __all__ = [
 BLOCK_FUSION = 1
 #: ``flags`` bit: the node produces data from nothing (dask's ``GraphNode.data_producer``).
 DATA_PRODUCER = 2
+#: clusters: a node whose dependencies each have 2 to this many dependents runs with them
+CLUSTER_FANOUT = 4
 
 _SHOWN = 10  # how many dependents an error message lists before it says "and N more"
 

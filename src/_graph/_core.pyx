@@ -27,7 +27,7 @@ Fusion
 Ray costs about a millisecond per task, so tiny dask tasks are run in groups; one Ray task runs
 one group. Groups are built so that the graph of groups stays acyclic *by construction*: in
 every group, each node that receives a value from outside reaches, inside the group, every node
-whose value leaves it. A cycle of groups would then be a cycle of nodes. Three shapes qualify:
+whose value leaves it. A cycle of groups would then be a cycle of nodes. Four shapes qualify:
 
 * split groups -- a node ``s`` with at least ``split_fanout`` dependents whose only dependency is
   ``s`` (dask's ``split``/``getitem`` fan-out of a shuffle) runs with those dependents, each of
@@ -36,6 +36,20 @@ whose value leaves it. A cycle of groups would then be a cycle of nodes. Three s
         s ─┬─> getitem 0 ─> ...          one Ray task, outputs getitem 0..k
            ├─> getitem 1 ─> ...
            └─> getitem k ─> ...
+
+* clusters -- a node whose dependencies each have between 2 and ``cluster_fanout`` (4)
+  dependents runs with them, and they with their other readers: block ``(i, j)`` of
+  ``x + x.T`` reads blocks ``(i, j)`` and ``(j, i)``, and so does block ``(j, i)``, so the two
+  sources and their two readers form one cluster whose 2 MB blocks never leave it (chains
+  hanging below a member join too). Clusters stop growing at ``group_weight``; one that would
+  read a value computed from its own members (an outside dependency later in the order than
+  its first member) is not made; clusters without outside inputs are bundled per class, up to
+  ``bundle_weight``::
+
+        r_ij  r_ji                  one Ray task; only the small means leave it
+          │ ╲╱ │
+          │ ╱╲ │
+        a_ij  a_ji ──> mean chunks
 
 * trees -- a node with exactly one dependent hangs below it (its *parent*); the nodes below a
   node form a tree whose values leave only through its top. Walking ``order`` (children before
@@ -80,6 +94,7 @@ from libc.string cimport memset
 
 from ._common import (
     BLOCK_FUSION,
+    CLUSTER_FANOUT,
     Plan,
     cycle_error,
     invalid_key_error,
@@ -229,7 +244,8 @@ cdef array _as_i64(object seq, Py_ssize_t n, i64 default, str what):
 
 
 def plan(list names, indptr_in, indices_in, targets, weights=None, classes=None, flags=None,
-         i64 group_weight=1, Py_ssize_t split_fanout=2, i64 bundle_weight=0, priorities=None):
+         i64 group_weight=1, Py_ssize_t split_fanout=2, i64 bundle_weight=0, priorities=None,
+         i64 cluster_fanout=CLUSTER_FANOUT):
     """Order, cull and fuse a graph into groups.
 
     Parameters
@@ -252,6 +268,8 @@ def plan(list names, indptr_in, indices_in, targets, weights=None, classes=None,
     priorities : sequence of int, optional
         Per node (dask's ``priority`` annotation): among groups ready at the same point of the
         group order, those holding a higher priority come first.
+    cluster_fanout : int
+        Largest number of dependents of an input shared in a cluster (``< 2``: no clusters).
 
     Returns
     -------
@@ -391,6 +409,10 @@ def plan(list names, indptr_in, indices_in, targets, weights=None, classes=None,
                     gid[d] = ng
                     w += wt[d]
             ng += 1
+
+    if fuse and cluster_fanout >= 2:
+        ng = _clusters(cluster_fanout, n, m, od, indptr, indices, dcount, wt, kl, fl, BLOCK, gid,
+                       ng, group_weight, bundle_weight)
 
     if fuse:
         for i in range(m):
@@ -650,6 +672,143 @@ def plan(list names, indptr_in, indices_in, targets, weights=None, classes=None,
     resize(outputs, no)
     return Plan(names, order, group_of, ng, members_ptr, members, inputs_ptr, inputs,
                 outputs_ptr, outputs)
+
+
+cdef inline i64 _find(i64 *up, i64 a) noexcept:
+    # union-find root, halving the path
+    while up[a] != a:
+        up[a] = up[up[a]]
+        a = up[a]
+    return a
+
+
+cdef i64 _clusters(i64 fanout, Py_ssize_t n, Py_ssize_t m, i64 *od, i64 *indptr, i64 *indices,
+                   i64 *dcount, i64 *wt, i64 *kl, i64 *fl, i64 block, i64 *gid, i64 ng,
+                   i64 group_weight, i64 bundle_weight) except -1:
+    # clusters: see the module docstring; assigns gid to the members of convex clusters and
+    # returns the new group count
+    cdef _Buf up_b = _Buf(n, 0)
+    cdef _Buf cw_b = _Buf(n, 0)
+    cdef _Buf incl_b = _Buf(n, 0)
+    cdef _Buf rank_b = _Buf(n, -1)
+    cdef _Buf roots_b = _Buf(fanout + 1, 0)
+    cdef i64 *up = up_b.p
+    cdef i64 *cw = cw_b.p
+    cdef i64 *incl = incl_b.p
+    cdef i64 *rank = rank_b.p
+    cdef i64 *roots = roots_b.p
+    cdef Py_ssize_t i, j, nr
+    cdef i64 d, k, c, p, r, rd, rv, u, v, x, total, root, g
+    cdef bint ok, seen
+    for i in range(n):
+        up[i] = i
+        cw[i] = wt[i]
+    for i in range(m):
+        rank[od[i]] = i
+    for i in range(m):
+        d = od[i]
+        k = indptr[d + 1] - indptr[d]
+        if k == 0 or k > fanout or gid[d] != -1 or fl[d] & block:
+            continue
+        c = kl[d]
+        ok = True
+        for p in range(indptr[d], indptr[d + 1]):
+            r = indices[p]
+            if gid[r] != -1 or fl[r] & block or kl[r] != c or dcount[r] < 2 or dcount[r] > fanout:
+                ok = False
+                break
+        if not ok:
+            continue
+        rd = _find(up, d)
+        roots[0] = rd
+        nr = 1
+        total = cw[rd]
+        for p in range(indptr[d], indptr[d + 1]):
+            r = _find(up, indices[p])
+            seen = False
+            for j in range(nr):
+                if roots[j] == r:
+                    seen = True
+                    break
+            if not seen:
+                roots[nr] = r
+                nr += 1
+                total += cw[r]
+        if total > group_weight:
+            continue
+        for j in range(1, nr):
+            up[roots[j]] = rd
+        cw[rd] = total
+        incl[d] = 1
+        for p in range(indptr[d], indptr[d + 1]):
+            incl[indices[p]] = 1
+    for i in range(m):  # chains below a member: one dependency, the member's only dependent
+        u = od[i]
+        if incl[u] or gid[u] != -1 or fl[u] & block or indptr[u + 1] - indptr[u] != 1:
+            continue
+        v = indices[indptr[u]]
+        if not incl[v] or dcount[v] != 1 or kl[v] != kl[u]:
+            continue
+        rv = _find(up, v)
+        if cw[rv] + wt[u] > group_weight:
+            continue
+        up[u] = rv
+        cw[rv] += wt[u]
+        incl[u] = 1
+
+    # convex: every outside dependency comes before the cluster's first member in the order
+    cdef _Buf first_b = _Buf(n, -1)
+    cdef _Buf src_b = _Buf(n, 0)
+    cdef _Buf bad_b = _Buf(n, 0)
+    cdef _Buf cgid_b = _Buf(n, -1)
+    cdef i64 *first = first_b.p
+    cdef i64 *src = src_b.p
+    cdef i64 *bad = bad_b.p
+    cdef i64 *cgid = cgid_b.p
+    for i in range(m):
+        u = od[i]
+        if not incl[u]:
+            continue
+        root = _find(up, u)
+        if first[root] == -1:
+            first[root] = i
+            src[root] = 1
+        for p in range(indptr[u], indptr[u + 1]):
+            x = indices[p]
+            if incl[x] and _find(up, x) == root:
+                continue
+            src[root] = 0
+            if rank[x] >= first[root]:
+                bad[root] = 1
+    cdef dict bin_gid = {}
+    cdef dict bin_w = {}
+    for i in range(m):
+        u = od[i]
+        if not incl[u]:
+            continue
+        root = _find(up, u)
+        if bad[root]:
+            continue
+        g = cgid[root]
+        if g == -1:
+            if src[root]:  # independent clusters are bundled, per class
+                k = kl[u]
+                if k in bin_gid and <i64> bin_w[k] + cw[root] > bundle_weight:
+                    del bin_gid[k]
+                if k not in bin_gid:
+                    bin_gid[k] = ng
+                    bin_w[k] = 0
+                    ng += 1
+                g = bin_gid[k]
+                bin_w[k] = <i64> bin_w[k] + cw[root]
+                if <i64> bin_w[k] >= bundle_weight:
+                    del bin_gid[k]
+            else:
+                g = ng
+                ng += 1
+            cgid[root] = g
+        gid[u] = g
+    return ng
 
 
 cdef inline bint _solo(i64 d, i64 s, i64 *indptr, i64 *gid, i64 *kl, i64 *fl,

@@ -12,6 +12,7 @@ from array import array
 
 from ._common import (
     BLOCK_FUSION,
+    CLUSTER_FANOUT,
     Plan,
     cycle_error,
     invalid_key_error,
@@ -76,6 +77,132 @@ def intern(names: list, deps: list) -> tuple[dict, array, array]:
     return index, indptr, indices
 
 
+def _clusters(
+    fanout,
+    order,
+    rank,
+    indptr,
+    indices,
+    dcount,
+    weights,
+    classes,
+    flags,
+    gid,
+    ng,
+    group_weight,
+    bundle_weight,
+) -> int:
+    """Clusters (see ``_core.pyx``): a node whose dependencies all have between 2 and
+    ``fanout`` dependents runs with them, and so do chains hanging below; assigns
+    ``gid`` to the members of convex clusters, returns the new group count."""
+    n = len(gid)
+    up = list(range(n))
+    cw = list(weights)
+    incl = [False] * n
+
+    def find(a):
+        while up[a] != a:
+            up[a] = up[up[a]]
+            a = up[a]
+        return a
+
+    for d in order:
+        k = indptr[d + 1] - indptr[d]
+        if k == 0 or k > fanout or gid[d] != -1 or flags[d] & BLOCK_FUSION:
+            continue
+        c = classes[d]
+        ok = True
+        for p in range(indptr[d], indptr[d + 1]):
+            r = indices[p]
+            if (
+                gid[r] != -1
+                or flags[r] & BLOCK_FUSION
+                or classes[r] != c
+                or not 2 <= dcount[r] <= fanout
+            ):
+                ok = False
+                break
+        if not ok:
+            continue
+        rd = find(d)
+        roots = [rd]
+        total = cw[rd]
+        for p in range(indptr[d], indptr[d + 1]):
+            r = find(indices[p])
+            if r not in roots:
+                roots.append(r)
+                total += cw[r]
+        if total > group_weight:
+            continue
+        for r in roots[1:]:
+            up[r] = rd
+        cw[rd] = total
+        incl[d] = True
+        for p in range(indptr[d], indptr[d + 1]):
+            incl[indices[p]] = True
+    for u in order:  # chains below a member: one dependency, the member's only dependent
+        if incl[u] or gid[u] != -1 or flags[u] & BLOCK_FUSION or indptr[u + 1] - indptr[u] != 1:
+            continue
+        v = indices[indptr[u]]
+        if not incl[v] or dcount[v] != 1 or classes[v] != classes[u]:
+            continue
+        rv = find(v)
+        if cw[rv] + weights[u] > group_weight:
+            continue
+        up[u] = rv
+        cw[rv] += weights[u]
+        incl[u] = True
+
+    # convex: an outside dependency must come before the cluster's first member in ``order``
+    # (so no path leaves the cluster and comes back); sources: no outside dependency at all
+    first = {}
+    bad = set()
+    source = {}
+    for u in order:
+        if not incl[u]:
+            continue
+        root = find(u)
+        if root not in first:
+            first[root] = rank[u]
+            source[root] = True
+        for p in range(indptr[u], indptr[u + 1]):
+            x = indices[p]
+            if incl[x] and find(x) == root:
+                continue
+            source[root] = False
+            if rank[x] >= first[root]:
+                bad.add(root)
+    cgid = {}
+    bin_gid = {}
+    bin_w = {}
+    for u in order:
+        if not incl[u]:
+            continue
+        root = find(u)
+        if root in bad:
+            continue
+        g = cgid.get(root)
+        if g is None:
+            if source[root]:  # independent clusters are bundled, per class
+                k = classes[u]
+                if k in bin_gid and bin_w[k] + cw[root] > bundle_weight:
+                    del bin_gid[k]
+                if k not in bin_gid:
+                    bin_gid[k] = ng
+                    bin_w[k] = 0
+                    ng += 1
+                g = bin_gid[k]
+                bin_w[k] += cw[root]
+                if bin_w[k] >= bundle_weight:
+                    del bin_gid[k]
+            else:
+                g = ng
+                ng += 1
+            cgid[root] = g
+        gid[u] = g
+    return ng
+
+
 def plan(
     names: list,
     indptr: array,
@@ -88,6 +215,7 @@ def plan(
     split_fanout: int = 2,
     bundle_weight: int = 0,
     priorities=None,
+    cluster_fanout: int = CLUSTER_FANOUT,
 ) -> Plan:
     """Order, cull and fuse a graph into groups; see ``_core.pyx`` for the algorithm."""
     _check_list(names)
@@ -192,6 +320,23 @@ def plan(
                     gid[d] = ng
                     w += weights[d]
             ng += 1
+
+    if fuse and cluster_fanout >= 2:
+        ng = _clusters(
+            cluster_fanout,
+            order,
+            rank,
+            indptr,
+            indices,
+            dcount,
+            weights,
+            classes,
+            flags,
+            gid,
+            ng,
+            group_weight,
+            bundle_weight,
+        )
 
     parent = [-1] * n
     if fuse:

@@ -38,6 +38,8 @@ DEFAULTS: dict[str, Any] = {
         "min-group-size": 1,
         # a task with at least this many getitem-style dependents runs with them (num_returns)
         "split-fanout": 2,
+        # an input read by 2 to this many tasks runs with them, in one cluster (< 2: never)
+        "cluster-fanout": 4,
         # a profile of task durations (daskray.tune): a path to its JSON file, or the dict;
         # with one, groups are sized by estimated time instead of task counts
         "profile": None,

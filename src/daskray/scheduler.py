@@ -34,7 +34,17 @@ from .worker import run_group
 #: annotations that get(...) also takes as compute-wide defaults
 _COMPUTE_ANNOTATIONS = ("resources", "retries", "workers", "allow_other_workers")
 #: keywords dask's own schedulers accept that mean nothing here; dropped silently
-_DASK_LOCAL_KWARGS = ("num_workers", "pool", "chunksize", "get_id", "pack_exception")
+# keywords meant for other schedulers, ignored: dask.local's, and ``ray_persist``, which importing
+# ray.util.dask makes every dask.persist(...) call pass (Ray patches dask.persist to add it);
+# daskray persists through dask's persist protocol (``get.persist``) instead
+_DASK_LOCAL_KWARGS = (
+    "num_workers",
+    "pool",
+    "chunksize",
+    "get_id",
+    "pack_exception",
+    "ray_persist",
+)
 
 
 def _weights(total: int, cpus: int, fuse: bool | None) -> tuple[int, int]:
@@ -79,6 +89,7 @@ def make_plan(
         int(option("fusion.split-fanout")) if group > 1 else 0,
         bundle,
         priorities,
+        int(option("fusion.cluster-fanout")),
     )
 
 
