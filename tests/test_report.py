@@ -158,3 +158,20 @@ def test_cli_tune(ray_ctx, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "spin" in text and "with the profile" in text
     assert "spin" in json.loads(out.read_text())["prefixes"]
+
+
+def fails(x):
+    raise ValueError("boom")
+
+
+def test_a_failing_compute_keeps_its_error_and_the_report(ray_ctx, tmp_path):
+    path = tmp_path / "r.html"
+    x = da.ones(40, chunks=10)
+    with pytest.raises(ValueError, match="boom"):
+        with daskray.performance_report(str(path)) as rep:
+            assert (x + 1).sum().compute(scheduler=daskray.get) == 80
+            x.map_blocks(fails).sum().compute(scheduler=daskray.get)
+    assert path.exists()  # written all the same, with what ran
+    first, failed = rep.summary()
+    assert first["ray_tasks"] > 0 and len(rep.computes[0].records) == first["ray_tasks"]
+    assert len(rep.computes[1].records) < failed["ray_tasks"]

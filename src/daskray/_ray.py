@@ -137,8 +137,18 @@ def _nodes(max_age: float = 10.0) -> list:
 
 
 def fetch(refs: list) -> list:
-    """``ray.get`` for the driver's side channels (performance-report profiles)."""
-    return ray.get(refs)
+    """``ray.get`` for the driver's side channels (performance-report profiles): None for
+    each ref whose task failed or was cancelled."""
+    try:
+        return ray.get(refs)
+    except Exception:  # noqa: BLE001 - some failed: take the others one by one
+        out = []
+        for r in refs:
+            try:
+                out.append(ray.get(r))
+            except Exception:  # noqa: BLE001 - that task's error is the compute's to raise
+                out.append(None)
+        return out
 
 
 def alive_nodes() -> int:

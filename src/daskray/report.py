@@ -149,7 +149,8 @@ class performance_report:
             if c.refs:
                 groups = [g for g, _ in c.refs]
                 for g, record in zip(groups, _ray.fetch([r for _, r in c.refs])):
-                    c.records[g] = record
+                    if record is not None:  # None: the Ray task failed or was cancelled
+                        c.records[g] = record
                 c.refs = []
             if c.records:
                 c.finished = max(c.finished, max(r["end"] for r in c.records.values()))
@@ -181,7 +182,7 @@ class performance_report:
                     read += nbytes
                     if p < 0:
                         from_driver += nbytes
-                    elif c.records[p]["node"] != r["node"]:
+                    elif p in c.records and c.records[p]["node"] != r["node"]:
                         moved += nbytes
             busy = sum(r["end"] - r["start"] for r in c.records.values())
             rows.append(
