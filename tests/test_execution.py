@@ -4,6 +4,7 @@ and no references left behind."""
 from __future__ import annotations
 
 import gc
+import operator
 
 import dask
 import dask.array as da
@@ -178,3 +179,34 @@ def test_unfused_dataframe_graph_is_fused_by_daskray(ray_ctx):
     assert x.compute(scheduler=daskray.get) == ((pdf.a + 1) * 2).sum()
     unfused = daskray.explain(x, cpus=2, fuse=False)
     assert unfused.plan.ngroups == len(unfused.plan.order)
+
+
+def test_dask_fused_subgraphs_run_without_dask_order(monkeypatch):
+    """A task of dask's blockwise fusion (``Task.fuse``) runs its inner tasks in a walk from
+    its output, with the same result as dask's own ``execute_graph`` (which orders the inner
+    graph with dask.order at every call)."""
+    import dask.order
+    from dask._task_spec import DataNode
+
+    from daskray.worker import run_group
+
+    a = Task("a", operator.add, TaskRef("x"), 1)
+    b = Task("b", operator.mul, TaskRef("a"), TaskRef("y"))
+    c = Task("c", operator.sub, TaskRef("b"), TaskRef("a"))
+    fused = Task.fuse(a, b, c, key="out")
+    expected = fused({"x": 4, "y": 10})  # dask's way: ((4+1)*10) - 5
+    # an input bound to a literal and one to a GraphNode, as dask.array's blockwise makes them
+    bound = {"x": DataNode(None, 4), "y": TaskRef("y")}
+    lit = Task("out2", fused.func, *fused.args[:3], *[bound[k] for k in fused.args[2]])
+    assert lit({"y": 10}) == expected
+    calls = []
+    monkeypatch.setattr(dask.order, "order", lambda *a, **k: calls.append(1) or {})
+    assert run_group(([fused], ["x", "y"], ["out"]), 4, 10) == expected == 45
+    assert run_group(([lit], ["y"], ["out2"]), 10) == 45
+    assert not calls
+
+
+def test_dask_array_fused_chunks_through_daskray(ray_ctx):
+    x = da.ones(40_000, chunks=1_000)
+    y = ((x + 1) * 3 - x).sum()  # one fused subgraph per chunk
+    assert y.compute(scheduler=daskray.get) == y.compute(scheduler="sync") == 40_000 * 5
