@@ -126,7 +126,10 @@ def test_tune_measures_and_the_profile_is_used(ray_ctx, tmp_path):
     secs = profile["prefixes"]
     assert secs["spin"] > 0.003 > secs["inc"]  # 4 ms spins, microsecond incs
     assert profile["default"] > 0
-    assert max(_spins_per_group(str(path))) <= 2
+    # by count all 16 share one group; measured, they spread (how far depends on how slow the
+    # tiny tasks measured, which a loaded machine changes)
+    spread = _spins_per_group(str(path))
+    assert sum(spread) == 16 and max(spread) <= 4 and len(spread) >= 4
     with dask.config.set({"daskray.fusion.profile": str(path)}):
         assert daskray.get(dsk, key) == sum(range(16)) + sum(range(1, 65))
 

@@ -8,6 +8,9 @@
 A compiled core (``daskray._graph``) interns the graph, orders it and fuses it into groups; the
 Python layer ingests every graph form dask produces and submits the plan to Ray in one pass.
 Options live in ``dask.config`` under ``daskray.*`` (see :mod:`daskray.config`).
+:class:`performance_report` records what computes did on the cluster (HTML, Chrome trace);
+:func:`tune` measures task durations into a profile that sizes fused groups by time
+(:mod:`daskray.tuning`).
 """
 
 from __future__ import annotations
