@@ -310,6 +310,26 @@ def test_intern_mixed_keys(core):
     assert [deps_of(indptr, indices, i) for i in range(6)] == [[], [0], [0, 1], [2], [0, 3], [4]]
 
 
+def test_intern_source_reuses_hashes_with_the_same_result(core):
+    """``source`` (the dict the names came from) changes nothing in the result; a dict whose
+    keys are not ``names`` in order is ignored. Dependencies as frozensets (what dask's
+    ``GraphNode.dependencies`` are) and missing keys in them are handled alike."""
+    graph = {
+        ("a", i): frozenset() if i < 3 else frozenset({("a", i - 1), ("a", i - 3)})
+        for i in range(50)
+    }
+    names = list(graph)
+    deps = list(graph.values())
+    plain = core.intern(names, deps)
+    for source in (graph, dict(reversed(graph.items())), {"other": 1}, None):
+        got = core.intern(names, deps, source)
+        assert got[0] == plain[0] and list(got[1]) == list(plain[1])
+        assert list(got[2]) == list(plain[2])
+    with pytest.raises(MissingDependencyError) as info:
+        core.intern(["b", "c"], [frozenset(), frozenset({"b", "zz"})], {"b": 0, "c": 1})
+    assert info.value.key == "zz" and info.value.dependents == ["c"]
+
+
 def test_intern_length_mismatch(core):
     with pytest.raises(ValueError, match="names and deps differ in length: 2 != 1"):
         core.intern(["a", "b"], [()])

@@ -4,7 +4,9 @@ from typing import Any
 
 from ._common import Plan
 
-def intern(names: list, deps: Sequence[Iterable[Any]]) -> tuple[dict, array, array]: ...
+def intern(
+    names: list, deps: Sequence[Iterable[Any]], source: dict | None = None
+) -> tuple[dict, array, array]: ...
 def plan(
     names: list,
     indptr_in: array,

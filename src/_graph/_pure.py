@@ -30,12 +30,14 @@ def _check_list(names):
         )
 
 
-def intern(names: list, deps: list) -> tuple[dict, array, array]:
+def intern(names: list, deps: list, source: dict | None = None) -> tuple[dict, array, array]:
     """Intern keys to dense ids and build the dependency CSR.
 
     ``names[i]`` is the key of node ``i``; ``deps[i]`` iterates the keys node ``i`` depends
-    on. Returns ``(index, indptr, indices)``: ``index`` maps key -> id, and node ``i``
-    depends on ``indices[indptr[i]:indptr[i+1]]`` (sorted, without repeats).
+    on. ``source`` (the dict ``names`` came from) only lets the compiled core reuse its
+    stored hashes; the result is the same without it. Returns ``(index, indptr, indices)``:
+    ``index`` maps key -> id, and node ``i`` depends on ``indices[indptr[i]:indptr[i+1]]``
+    (sorted, without repeats).
     """
     if len(deps) != len(names):
         raise ValueError(f"names and deps differ in length: {len(names)} != {len(deps)}")

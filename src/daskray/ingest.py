@@ -116,28 +116,35 @@ def _is_object_ref(value: Any) -> bool:
     return t.__name__ == "ObjectRef" and t.__module__.startswith("ray")
 
 
-def _nodes(mapping: dict) -> tuple[list, list, set]:
+def _nodes(mapping: dict) -> tuple[list, list, set, dict | None]:
     """Keys and ``GraphNode`` values of a task mapping, checked.
 
     A mapping whose values are all ``GraphNode`` already (what dask-expr and HighLevelGraph
     layers produce) is taken as it is; only legacy values go through dask's
     ``convert_legacy_graph``. The per-node checks run as C-level ``map``/comprehensions: on
-    10^6 nodes each Python-level step per node costs a tenth of a second.
+    10^6 nodes each Python-level step per node costs a tenth of a second. The fourth result is
+    the dict whose keys ``names`` are, in order (for :func:`daskray._graph.intern` to reuse
+    their hashes), or None.
     """
     nodes = list(mapping.values())
+    source = None
     if all(map(isinstance, nodes, repeat(GraphNode))):
         names = list(mapping)
+        source = mapping
         types = set(map(type, nodes))
         if Alias in types:  # drop self-aliases, as convert_legacy_graph does
             keep = [
                 i for i, n in enumerate(nodes) if not (type(n) is Alias and n.target == names[i])
             ]
-            names = [names[i] for i in keep]
-            nodes = [nodes[i] for i in keep]
+            if len(keep) < len(names):
+                names = [names[i] for i in keep]
+                nodes = [nodes[i] for i in keep]
+                source = None
     else:
         converted = convert_legacy_graph(mapping)
         names = list(converted)
         nodes = list(converted.values())
+        source = converted
         types = set(map(type, nodes))
     if Task in types and not all(map(callable, [n.func for n in nodes if type(n) is Task])):
         for k, node in zip(names, nodes):
@@ -152,7 +159,7 @@ def _nodes(mapping: dict) -> tuple[list, list, set]:
                 # stored under another key than its own (a top-level List with key None, an
                 # Alias or DataNode built without a key): results are keyed by the graph key
                 nodes[i] = Task(k, same, node)
-    return names, nodes, types
+    return names, nodes, types, source
 
 
 def _add_held(names, nodes, deps, types, wanted, held, mapping) -> None:
@@ -184,7 +191,7 @@ def ingest(dsk: Any, keys: Any) -> Graph:
     mapping, annotations = graph_and_annotations(dsk)
     if not isinstance(mapping, dict):
         mapping = dict(mapping)  # materialize a HighLevelGraph's layers
-    names, nodes, types = _nodes(mapping)
+    names, nodes, types, source = _nodes(mapping)
     flat: list = []
     _flatten_request(keys, flat)
     deps = list(map(_dependencies, nodes))
@@ -197,7 +204,7 @@ def ingest(dsk: Any, keys: Any) -> Graph:
         # requested as they are (dask's conversion drops a graph entry whose value is a future)
         _add_held(names, nodes, deps, types, flat, held, mapping)
     try:
-        index, indptr, indices = _graph.intern(names, deps)
+        index, indptr, indices = _graph.intern(names, deps, source)
     except MissingDependencyError as e:
         if e.key not in held:
             raise
