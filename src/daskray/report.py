@@ -48,7 +48,6 @@ class Compute:
     __slots__ = (
         "label",
         "tasks",
-        "groups",
         "started",
         "planned",
         "submitted",
@@ -62,7 +61,6 @@ class Compute:
     def __init__(self, label: str, tasks: int, started: float) -> None:
         self.label = label
         self.tasks = tasks
-        self.groups = 0
         self.started = started
         self.planned = self.submitted = self.finished = started
         self.sizes: dict[int, int] = {}  # group -> dask tasks in it
@@ -82,10 +80,9 @@ class Compute:
         for g in ray_tasks:
             self.sizes[g] = mptr[g + 1] - mptr[g]
             self.producers[g] = [
-                made_by[i] if made_by.get(i) in ray_tasks else -1
+                p if (p := made_by.get(i, -1)) in ray_tasks else -1
                 for i in inputs[iptr[g] : iptr[g + 1]]
             ]
-        self.groups = len(ray_tasks)
 
 
 class performance_report:
@@ -135,8 +132,10 @@ class performance_report:
 
     # -- recording (called by daskray.scheduler) -------------------------------------------
 
-    def start(self, label: str, tasks: int) -> Compute:
-        c = Compute(label, tasks, time.time())
+    def start(self, label: str, tasks: int, started: float) -> Compute:
+        """A new compute's record: it began at ``started`` and is planned now."""
+        c = Compute(label, tasks, started)
+        c.planned = time.time()
         with _lock:
             self.computes.append(c)
         return c
@@ -189,7 +188,7 @@ class performance_report:
                 {
                     "compute": c.label,
                     "tasks": c.tasks,
-                    "ray_tasks": c.groups,
+                    "ray_tasks": len(c.sizes),
                     "plan_s": c.planned - c.started,
                     "submit_s": c.submitted - c.planned,
                     "run_s": c.finished - c.planned,

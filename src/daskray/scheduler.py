@@ -33,10 +33,9 @@ from .worker import run_group
 
 #: annotations that get(...) also takes as compute-wide defaults
 _COMPUTE_ANNOTATIONS = ("resources", "retries", "workers", "allow_other_workers")
-#: keywords dask's own schedulers accept that mean nothing here; dropped silently
-# keywords meant for other schedulers, ignored: dask.local's, and ``ray_persist``, which importing
-# ray.util.dask makes every dask.persist(...) call pass (Ray patches dask.persist to add it);
-# daskray persists through dask's persist protocol (``get.persist``) instead
+#: keywords meant for other schedulers, dropped silently: dask.local's, and ``ray_persist``,
+#: which every dask.persist(...) call passes once ray.util.dask is imported (Ray patches
+#: dask.persist to add it); daskray persists through dask's persist protocol (``get.persist``)
 _DASK_LOCAL_KWARGS = (
     "num_workers",
     "pool",
@@ -196,9 +195,8 @@ def _compute(dsk: Any, keys: Any, kwargs: dict, fetch: bool) -> Any:
         plan = make_plan(graph, _ray.cluster_cpus(), fuse, classes)
     record = None
     if recorder is not None:
-        record = recorder.start(report.label_of(graph.names, graph.targets), len(plan.order))
-        record.started = started
-        record.planned = time.time()
+        label = report.label_of(graph.names, graph.targets)
+        record = recorder.start(label, len(plan.order), started)
     with _relayed(plan, graph, callbacks) as relay:
         with gc_paused():
             handles = _ray.submit(
@@ -230,13 +228,15 @@ def _placed(graph: Graph, classes: list | None, class_options: list) -> tuple:
     than one node."""
     from . import _ray
 
+    if _ray.alive_nodes() < 2:  # (cached) before any pass over the graph
+        return classes, class_options
     nodes = graph.nodes
     held = [
         i
         for i, f in enumerate(graph.flags)
         if f and type(nodes[i]) is DataNode and _is_object_ref(nodes[i].value)
     ]
-    if not held or _ray.alive_nodes() < 2:
+    if not held:
         return classes, class_options
     where = _ray.object_locations([nodes[i].value for i in held])
     located = {i: w for i, w in zip(held, where) if w[0] is not None}

@@ -57,10 +57,7 @@ def _execute(spec: tuple, values: tuple, prefixes: dict | None) -> Any:
     if len(tasks) == 1 and prefixes is None:
         task = tasks[0]
         try:
-            if type(task) is Task and task.func is _execute_subgraph:
-                result = _subgraph(task, cache)
-            else:
-                result = task(cache)
+            result = _call(task, cache, cache)
         except Exception as e:
             _annotate(e, task.key)
             raise
@@ -76,10 +73,7 @@ def _execute(spec: tuple, values: tuple, prefixes: dict | None) -> Any:
             deps = task.dependencies
             t0 = clock() if prefixes is not None else 0.0
             try:
-                if type(task) is Task and task.func is _execute_subgraph:
-                    cache[task.key] = _subgraph(task, cache)
-                else:
-                    cache[task.key] = task({d: cache[d] for d in deps})
+                cache[task.key] = _call(task, cache)
             except Exception as e:
                 _annotate(e, task.key)
                 raise
@@ -96,6 +90,14 @@ def _execute(spec: tuple, values: tuple, prefixes: dict | None) -> Any:
     if len(out_keys) == 1:
         return cache[out_keys[0]]
     return tuple([cache[k] for k in out_keys])
+
+
+def _call(task: Any, cache: dict, values: dict | None = None) -> Any:
+    """Run one task on the group's ``cache``: ``values`` is what it is called with when given
+    (a mapping of just its inputs), else a mapping of its dependencies is made for it."""
+    if type(task) is Task and task.func is _execute_subgraph:
+        return _subgraph(task, cache)
+    return task(values if values is not None else {d: cache[d] for d in task.dependencies})
 
 
 def _subgraph(task: Task, values: dict) -> Any:
