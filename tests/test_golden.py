@@ -26,6 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN = os.path.join(HERE, "golden_plans.json")
 sys.path.insert(0, HERE)  # for test_core's shapes when run as a script
 
+from daskray._graph import BLOCK_FUSION  # noqa: E402
 from test_core import (  # noqa: E402
     chain,
     independent_chains,
@@ -33,8 +34,6 @@ from test_core import (  # noqa: E402
     split_graph,
     tree_reduction,
 )
-
-from daskray._graph import BLOCK_FUSION  # noqa: E402
 
 #: the bench workloads, at this scale, planned for this many CPUs
 BENCH_SCALE = 0.01
