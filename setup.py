@@ -26,9 +26,9 @@ directives = {
     "wraparound": debug,
     "initializedcheck": debug,
     "cdivision": True,
-    "embedsignature": True,
+    "embedsignature": False,  # docstrings equal the twin's; binding gives signatures
     "linetrace": trace,
-    "binding": trace,
+    "binding": True,
 }
 macros = [("CYTHON_TRACE_NOGIL", "1")] if trace else []
 

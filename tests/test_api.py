@@ -100,7 +100,8 @@ def test_enable_without_context_and_disable(ray_ctx):
         assert dask.config.get("daskray.num-cpus") == 2
     finally:
         daskray.disable()
-        dask.config.set({"daskray.num-cpus": None})
+        # enable() also chose the tasks shuffle; leave dask's default for later tests
+        dask.config.set({"daskray.num-cpus": None, "dataframe.shuffle.method": None})
     assert not dask.config.get("scheduler", None)
 
 

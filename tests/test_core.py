@@ -20,12 +20,12 @@ import pytest
 from daskray._graph import NO_EXTENSIONS, _pure
 from daskray._graph._common import (
     BLOCK_FUSION,
-    DATA_PRODUCER,
     CycleError,
     GraphError,
     InvalidKeyError,
     MissingDependencyError,
     Plan,
+    PlanOptions,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -207,7 +207,7 @@ def test_check_plan_catches_broken_plans():
     graph = dict(chain(6))
     graph["x"] = ("a0",)
     names, index, indptr, indices, tids = build(_pure, graph, ["a5", "a2"])
-    p = _pure.plan(names, indptr, indices, tids, group_weight=1)
+    p = _pure.plan(names, indptr, indices, tids, PlanOptions(group_weight=1))
     check_plan(p, indptr, indices, tids)
     assert _rebuild(p) == p  # the helper rebuilds faithfully
     members = [list(p.group(g)[0]) for g in range(p.ngroups)]
@@ -235,7 +235,7 @@ def test_check_plan_catches_broken_plans():
             group_of=reversed_gof,
         ),
     ]
-    q = _pure.plan(names, indptr, indices, tids, weights=[1] * 7, group_weight=100)
+    q = _pure.plan(names, indptr, indices, tids, PlanOptions(weights=[1] * 7, group_weight=100))
     check_plan(q, indptr, indices, tids)
     assert q.ngroups == 1
     (qm,) = [list(q.group(0)[0])]
@@ -417,14 +417,14 @@ def test_unhashable_dependency(core, bad):
 
 def test_empty(core):
     names, _, indptr, indices, _ = build(core, {})
-    p = core.plan(names, indptr, indices, [], group_weight=10)
+    p = core.plan(names, indptr, indices, [], PlanOptions(group_weight=10))
     assert p.ngroups == 0 and len(p.order) == 0
     check_plan(p, indptr, indices, [])
 
 
 def test_no_targets_culls_everything(core):
     names, _, indptr, indices, _ = build(core, chain(5))
-    p = core.plan(names, indptr, indices, [], group_weight=10)
+    p = core.plan(names, indptr, indices, [], PlanOptions(group_weight=10))
     assert p.ngroups == 0 and len(p.order) == 0
     assert list(p.group_of) == [-1] * 5
     check_plan(p, indptr, indices, [])
@@ -440,7 +440,7 @@ def test_culling(core, group_weight):
     """
     graph = {"a": (), "b": ("a",), "c": ("b",), "x": ("a",), "z": (), "y": ("x", "z")}
     names, index, indptr, indices, tids = build(core, graph, ["c"])
-    p = core.plan(names, indptr, indices, tids, group_weight=group_weight)
+    p = core.plan(names, indptr, indices, tids, PlanOptions(group_weight=group_weight))
     check_plan(p, indptr, indices, tids)
     assert {names[v] for v in p.order} == {"a", "b", "c"}
     for k in "xyz":
@@ -461,7 +461,7 @@ def test_diamond(core, group_weight):
     """
     graph = {"a": (), "b": ("a",), "c": ("a",), "d": ("b", "c")}
     names, index, indptr, indices, tids = build(core, graph, ["d"])
-    p = core.plan(names, indptr, indices, tids, group_weight=group_weight)
+    p = core.plan(names, indptr, indices, tids, PlanOptions(group_weight=group_weight))
     check_plan(p, indptr, indices, tids)
     assert p.order[0] == index["a"] and p.order[-1] == index["d"]
     if group_weight == 1:
@@ -482,7 +482,7 @@ def test_diamond_both_middles_targets(core):
     graph = {"a": (), "b": ("a",), "c": ("a",), "d": ("b", "c")}
     names, index, indptr, indices, tids = build(core, graph, ["b", "d", "c"])
     for gw in (1, 10):
-        p = core.plan(names, indptr, indices, tids, group_weight=gw)
+        p = core.plan(names, indptr, indices, tids, PlanOptions(group_weight=gw))
         check_plan(p, indptr, indices, tids)
         outs = {names[v] for v in p.outputs}
         assert {"b", "c", "d"} <= outs
@@ -493,7 +493,7 @@ def test_chain_no_fusion(core):
     a0 ─> a1 ─> ... ─> a19      group_weight 1: one group per node, in chain order
     """
     names, index, indptr, indices, tids = build(core, chain(20), ["a19"])
-    p = core.plan(names, indptr, indices, tids, group_weight=1)
+    p = core.plan(names, indptr, indices, tids, PlanOptions(group_weight=1))
     check_plan(p, indptr, indices, tids)
     assert list(p.order) == list(range(20))
     assert p.ngroups == 20
@@ -508,7 +508,7 @@ def test_chain_fused(core):
     a0 ─> a1 ─> ... ─> a19      group_weight 100: one group, one output
     """
     names, index, indptr, indices, tids = build(core, chain(20), ["a19"])
-    p = core.plan(names, indptr, indices, tids, group_weight=100)
+    p = core.plan(names, indptr, indices, tids, PlanOptions(group_weight=100))
     check_plan(p, indptr, indices, tids)
     assert p.ngroups == 1
     assert list(p.group(0)[0]) == list(range(20))
@@ -520,7 +520,7 @@ def test_chain_with_inner_target(core):
     a0 ─> ... ─> a7* ─> ... ─> a19*     an inner target is an output of its group
     """
     names, index, indptr, indices, tids = build(core, chain(20), ["a19", "a7"])
-    p = core.plan(names, indptr, indices, tids, group_weight=100)
+    p = core.plan(names, indptr, indices, tids, PlanOptions(group_weight=100))
     check_plan(p, indptr, indices, tids)
     assert index["a7"] in p.outputs and index["a19"] in p.outputs
 
@@ -533,7 +533,7 @@ def test_chain_ids_reversed(core):
     graph = {f"a{i}": (() if i == 19 else (f"a{i + 1}",)) for i in range(20)}
     names, index, indptr, indices, tids = build(core, graph, ["a0"])
     for gw in (1, 7, 100):
-        p = core.plan(names, indptr, indices, tids, group_weight=gw)
+        p = core.plan(names, indptr, indices, tids, PlanOptions(group_weight=gw))
         check_plan(p, indptr, indices, tids)
         assert list(p.order) == list(range(19, -1, -1))
 
@@ -559,7 +559,7 @@ def test_three_cycle(core):
     graph = {"x": ("c",), "a": ("c",), "b": ("a",), "c": ("b",), "y": ()}
     names, index, indptr, indices, tids = build(core, graph, ["y", "x"])
     with pytest.raises(CycleError) as info:
-        core.plan(names, indptr, indices, tids, group_weight=10)
+        core.plan(names, indptr, indices, tids, PlanOptions(group_weight=10))
     cyc = info.value.cycle
     assert len(cyc) == 4 and cyc[0] == cyc[-1]
     assert set(cyc) == {"a", "b", "c"}
@@ -580,7 +580,7 @@ def test_cycle_not_needed_is_culled(core):
     """
     graph = {"a": ("b",), "b": ("a",), "s": (), "t": ("s",)}
     names, index, indptr, indices, tids = build(core, graph, ["t"])
-    p = core.plan(names, indptr, indices, tids, group_weight=10)
+    p = core.plan(names, indptr, indices, tids, PlanOptions(group_weight=10))
     check_plan(p, indptr, indices, tids)
     assert p.group_of[index["a"]] == p.group_of[index["b"]] == -1
     with pytest.raises(CycleError):
@@ -603,13 +603,13 @@ def test_plan_per_node_length_checked(core, what, request):
     names, index, indptr, indices, tids = build(core, chain(3))
     for bad in ([1], [1, 1, 1, 1]):
         with pytest.raises(ValueError, match=f"{what} must have 3 entries, got {len(bad)}"):
-            core.plan(names, indptr, indices, [2], group_weight=5, **{what: bad})
+            core.plan(names, indptr, indices, [2], PlanOptions(group_weight=5, **{what: bad}))
 
 
 def test_duplicate_targets(core):
     """A target given twice is planned (and output) once."""
     names, index, indptr, indices, tids = build(core, chain(4))
-    p = core.plan(names, indptr, indices, [3, 1, 3, 1], group_weight=1)
+    p = core.plan(names, indptr, indices, [3, 1, 3, 1], PlanOptions(group_weight=1))
     check_plan(p, indptr, indices, [3, 1])
     assert sorted(p.outputs) == [0, 1, 2, 3]
 
@@ -617,10 +617,10 @@ def test_duplicate_targets(core):
 def test_plan_equality_is_not_trivial(core):
     """Plan.__eq__ compares fields: the parity tests below rely on it."""
     names, index, indptr, indices, tids = build(core, chain(6), ["a5"])
-    p1 = core.plan(names, indptr, indices, tids, group_weight=1)
-    p2 = core.plan(names, indptr, indices, tids, group_weight=1)
-    p3 = core.plan(names, indptr, indices, tids, group_weight=10)
-    p4 = core.plan(names, indptr, indices, [index["a4"]], group_weight=1)
+    p1 = core.plan(names, indptr, indices, tids, PlanOptions(group_weight=1))
+    p2 = core.plan(names, indptr, indices, tids, PlanOptions(group_weight=1))
+    p3 = core.plan(names, indptr, indices, tids, PlanOptions(group_weight=10))
+    p4 = core.plan(names, indptr, indices, [index["a4"]], PlanOptions(group_weight=1))
     assert p1 == p2
     assert p1 != p3 and p1 != p4
     assert p1 != "not a plan"
@@ -665,13 +665,15 @@ def test_default_weights(core):
     w = default_weights(indptr)
     assert w[index[root]] == 9 and w[index[("l", 0)]] == 1
     for gw in (4, 10, 30):
-        p = core.plan(names, indptr, indices, tids, group_weight=gw)
-        assert p == core.plan(names, indptr, indices, tids, weights=w, group_weight=gw)
+        p = core.plan(names, indptr, indices, tids, PlanOptions(group_weight=gw))
+        assert p == core.plan(names, indptr, indices, tids, PlanOptions(weights=w, group_weight=gw))
         check_plan(p, indptr, indices, tids)
         check_group_weights(p, w, gw)
     # and the default differs from unit weights: the same graph fuses differently
-    p_default = core.plan(names, indptr, indices, tids, group_weight=10)
-    p_ones = core.plan(names, indptr, indices, tids, weights=ones(names), group_weight=10)
+    p_default = core.plan(names, indptr, indices, tids, PlanOptions(group_weight=10))
+    p_ones = core.plan(
+        names, indptr, indices, tids, PlanOptions(weights=ones(names), group_weight=10)
+    )
     assert p_default != p_ones
 
 
@@ -682,7 +684,9 @@ def test_no_fusion_one_group_per_node(core, group_weight):
     graph, root = tree_reduction()
     names, index, indptr, indices, tids = build(core, graph, [root])
     for bw in (0, 100):
-        p = core.plan(names, indptr, indices, tids, group_weight=group_weight, bundle_weight=bw)
+        p = core.plan(
+            names, indptr, indices, tids, PlanOptions(group_weight=group_weight, bundle_weight=bw)
+        )
         check_plan(p, indptr, indices, tids)
         assert p.ngroups == len(p.order) == len(names)
         assert all(len(m) == 1 for m in groups(p))
@@ -703,7 +707,7 @@ def test_tree_reduction_splits_into_parallel_groups(core, group_weight):
     graph, root = tree_reduction(64, 8)
     names, index, indptr, indices, tids = build(core, graph, [root])
     w = ones(names)
-    p = core.plan(names, indptr, indices, tids, weights=w, group_weight=group_weight)
+    p = core.plan(names, indptr, indices, tids, PlanOptions(weights=w, group_weight=group_weight))
     check_plan(p, indptr, indices, tids)
     sources = [g for g in range(p.ngroups) if len(p.group(g)[1]) == 0]
     assert len(sources) >= 2, "the leaves were not split into parallel groups"
@@ -718,7 +722,7 @@ def test_tree_reduction_splits_into_parallel_groups(core, group_weight):
 def test_tree_reduction_large_weight_is_one_group(core):
     graph, root = tree_reduction(64, 8)
     names, index, indptr, indices, tids = build(core, graph, [root])
-    p = core.plan(names, indptr, indices, tids, group_weight=1000)
+    p = core.plan(names, indptr, indices, tids, PlanOptions(group_weight=1000))
     check_plan(p, indptr, indices, tids)
     assert p.ngroups == 1
 
@@ -742,7 +746,7 @@ def test_sink_bundles(core):
     """
     graph, tops = independent_chains(50, 5)
     names, index, indptr, indices, tids = build(core, graph, tops)
-    p = core.plan(names, indptr, indices, tids, weights=ones(names), group_weight=50)
+    p = core.plan(names, indptr, indices, tids, PlanOptions(weights=ones(names), group_weight=50))
     check_plan(p, indptr, indices, tids)
     assert 5 <= p.ngroups <= 6
     assert len(p.inputs) == 0
@@ -764,9 +768,7 @@ def test_bundle_weight_sizes_sink_bundles(core, bundle_weight):
         indptr,
         indices,
         tids,
-        weights=ones(names),
-        group_weight=50,
-        bundle_weight=bundle_weight,
+        PlanOptions(weights=ones(names), group_weight=50, bundle_weight=bundle_weight),
     )
     check_plan(p, indptr, indices, tids)
     check_group_weights(p, ones(names), 50, bundle_weight)
@@ -782,10 +784,10 @@ def test_sink_bundles_respect_classes(core):
     graph = {f"a{i}": () for i in range(20)}
     names, index, indptr, indices, tids = build(core, graph)
     classes = [i % 2 for i in range(20)]
-    p = core.plan(names, indptr, indices, tids, classes=classes, group_weight=100)
+    p = core.plan(names, indptr, indices, tids, PlanOptions(classes=classes, group_weight=100))
     check_plan(p, indptr, indices, tids, classes=classes)
     assert p.ngroups == 2
-    p = core.plan(names, indptr, indices, tids, group_weight=100)
+    p = core.plan(names, indptr, indices, tids, PlanOptions(group_weight=100))
     assert p.ngroups == 1  # control: one class, one bundle
 
 
@@ -809,7 +811,7 @@ def test_source_bundles(core):
     """
     graph, targets = sources_graph(10, fan=5)
     names, index, indptr, indices, tids = build(core, graph, targets)
-    p = core.plan(names, indptr, indices, tids, weights=ones(names), group_weight=5)
+    p = core.plan(names, indptr, indices, tids, PlanOptions(weights=ones(names), group_weight=5))
     check_plan(p, indptr, indices, tids)
     rs = {index[("r", i)] for i in range(10)}
     src_groups = {p.group_of[v] for v in rs}
@@ -821,7 +823,11 @@ def test_source_bundles(core):
         assert len(members) >= 2
     # control: bundle_weight 1 leaves every source alone
     p1 = core.plan(
-        names, indptr, indices, tids, weights=ones(names), group_weight=5, bundle_weight=1
+        names,
+        indptr,
+        indices,
+        tids,
+        PlanOptions(weights=ones(names), group_weight=5, bundle_weight=1),
     )
     check_plan(p1, indptr, indices, tids)
     assert len({p1.group_of[v] for v in rs}) == 10
@@ -838,7 +844,11 @@ def test_clusters_keep_shared_inputs_with_their_readers(core):
     targets = [("t", i) for i in range(12)]
     names, index, indptr, indices, tids = build(core, graph, targets)
     p = core.plan(
-        names, indptr, indices, tids, weights=ones(names), group_weight=8, bundle_weight=8
+        names,
+        indptr,
+        indices,
+        tids,
+        PlanOptions(weights=ones(names), group_weight=8, bundle_weight=8),
     )
     check_plan(p, indptr, indices, tids)
     assert p.ngroups == 3  # 6 clusters of 4, two per bundle
@@ -850,7 +860,11 @@ def test_clusters_keep_shared_inputs_with_their_readers(core):
     graph, targets = sources_graph(12, fan=2)  # the ring
     names, index, indptr, indices, tids = build(core, graph, targets)
     p = core.plan(
-        names, indptr, indices, tids, weights=ones(names), group_weight=6, bundle_weight=6
+        names,
+        indptr,
+        indices,
+        tids,
+        PlanOptions(weights=ones(names), group_weight=6, bundle_weight=6),
     )
     check_plan(p, indptr, indices, tids)
     assert max(len(p.group(g)[0]) for g in range(p.ngroups)) <= 6
@@ -876,14 +890,14 @@ def test_cluster_that_would_form_a_cycle_is_not_made(core):
         "e": ("r2",),
     }
     names, index, indptr, indices, tids = build(core, graph, ["b", "e"])
-    p = core.plan(names, indptr, indices, tids, weights=ones(names), group_weight=100)
+    p = core.plan(names, indptr, indices, tids, PlanOptions(weights=ones(names), group_weight=100))
     check_plan(p, indptr, indices, tids)
     g = p.group_of[index["r2"]]
     assert p.group_of[index["a"]] != g or p.group_of[index["x"]] == g
     # control: without x's detour the same shape is one cluster
     graph["r2"] = ()
     names, index, indptr, indices, tids = build(core, graph, ["b", "e", "x"])
-    p = core.plan(names, indptr, indices, tids, weights=ones(names), group_weight=100)
+    p = core.plan(names, indptr, indices, tids, PlanOptions(weights=ones(names), group_weight=100))
     check_plan(p, indptr, indices, tids)
     assert p.group_of[index["r1"]] == p.group_of[index["b"]] == p.group_of[index["r2"]]
 
@@ -911,10 +925,7 @@ def test_piece_with_an_input_is_not_a_source(core):
         indptr,
         indices,
         tids,
-        weights=ones(names),
-        group_weight=20,
-        split_fanout=0,
-        cluster_fanout=0,
+        PlanOptions(weights=ones(names), group_weight=20, split_fanout=0, cluster_fanout=0),
     )
     check_plan(p, indptr, indices, tids)
     assert p.group_of[index["p1"]] != p.group_of[index["p2"]]
@@ -948,11 +959,9 @@ def test_piece_fed_by_a_closed_group_is_not_a_source(core, closed):
         indptr,
         indices,
         tids,
-        weights=ones(names),
-        group_weight=2,
-        split_fanout=0,
-        bundle_weight=10,
-        cluster_fanout=0,
+        PlanOptions(
+            weights=ones(names), group_weight=2, split_fanout=0, bundle_weight=10, cluster_fanout=0
+        ),
     )
     check_plan(p, indptr, indices, tids)
     assert sorted(groups(p)[p.group_of[index[below[0]]]]) == sorted(index[k] for k in below)
@@ -970,7 +979,7 @@ def test_heavy_child_piece_is_its_own_group(core):
     graph.update(chain(5, "b"))
     graph["u"] = ("a", "b4")
     names, index, indptr, indices, tids = build(core, graph, ["u"])
-    p = core.plan(names, indptr, indices, tids, weights=ones(names), group_weight=5)
+    p = core.plan(names, indptr, indices, tids, PlanOptions(weights=ones(names), group_weight=5))
     check_plan(p, indptr, indices, tids)
     assert sorted(groups(p)[p.group_of[index["b4"]]]) == [index[f"b{i}"] for i in range(5)]
     assert p.group_of[index["a"]] == p.group_of[index["u"]]
@@ -1006,7 +1015,7 @@ def test_split_group(core, with_load):
     """
     graph, targets = split_graph(8, with_load)
     names, index, indptr, indices, tids = build(core, graph, targets)
-    p = core.plan(names, indptr, indices, tids, weights=ones(names), group_weight=20)
+    p = core.plan(names, indptr, indices, tids, PlanOptions(weights=ones(names), group_weight=20))
     check_plan(p, indptr, indices, tids)
     g = p.group_of[index["s"]]
     assert all(p.group_of[index[("g", i)]] == g for i in range(8))
@@ -1030,9 +1039,7 @@ def test_split_fanout_disables_split(core, split_fanout):
         indptr,
         indices,
         tids,
-        weights=ones(names),
-        group_weight=20,
-        split_fanout=split_fanout,
+        PlanOptions(weights=ones(names), group_weight=20, split_fanout=split_fanout),
     )
     check_plan(p, indptr, indices, tids)
     assert p.group_of[index["s"]] != p.group_of[index[("g", 0)]]
@@ -1048,7 +1055,7 @@ def test_split_group_respects_group_weight(core):
     """
     graph, targets = split_graph(40, with_load=False)
     names, index, indptr, indices, tids = build(core, graph, targets)
-    p = core.plan(names, indptr, indices, tids, weights=ones(names), group_weight=10)
+    p = core.plan(names, indptr, indices, tids, PlanOptions(weights=ones(names), group_weight=10))
     check_plan(p, indptr, indices, tids)
     assert 2 <= len(p.group(p.group_of[index["s"]])[0]) <= 2 * 10
 
@@ -1059,11 +1066,11 @@ def test_classes_never_share_a_group(core):
     """
     names, index, indptr, indices, tids = build(core, chain(12), ["a11"])
     classes = [0, 0, 0, 1, 1, 1, 0, 0, 0, 2, 2, 2]
-    p = core.plan(names, indptr, indices, tids, classes=classes, group_weight=100)
+    p = core.plan(names, indptr, indices, tids, PlanOptions(classes=classes, group_weight=100))
     check_plan(p, indptr, indices, tids, classes=classes)
     assert groups(p) == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]
     # control: without classes the chain is one group
-    assert core.plan(names, indptr, indices, tids, group_weight=100).ngroups == 1
+    assert core.plan(names, indptr, indices, tids, PlanOptions(group_weight=100)).ngroups == 1
 
 
 def test_classes_in_split(core):
@@ -1079,7 +1086,7 @@ def test_classes_in_split(core):
     classes = [0] * len(names)
     for i in (2, 3):
         classes[index[("g", i)]] = 1
-    p = core.plan(names, indptr, indices, tids, classes=classes, group_weight=20)
+    p = core.plan(names, indptr, indices, tids, PlanOptions(classes=classes, group_weight=20))
     check_plan(p, indptr, indices, tids, classes=classes)
     s = p.group_of[index["s"]]
     assert p.group_of[index[("g", 0)]] == p.group_of[index[("g", 1)]] == s
@@ -1094,7 +1101,7 @@ def test_classes_extreme_values(core, big, request):
     """
     names, index, indptr, indices, tids = build(core, {"a": (), "b": ()})
     classes = [big, -big]
-    p = core.plan(names, indptr, indices, tids, classes=classes, group_weight=10)
+    p = core.plan(names, indptr, indices, tids, PlanOptions(classes=classes, group_weight=10))
     check_plan(p, indptr, indices, tids, classes=classes)
     assert p.ngroups == 2
 
@@ -1105,12 +1112,15 @@ def test_block_fusion_in_chain(core):
     """
     names, index, indptr, indices, tids = build(core, chain(5), ["a4"])
     flags = [0, 0, BLOCK_FUSION, 0, 0]
-    p = core.plan(names, indptr, indices, tids, flags=flags, group_weight=100)
+    p = core.plan(names, indptr, indices, tids, PlanOptions(flags=flags, group_weight=100))
     check_plan(p, indptr, indices, tids, flags=flags)
     assert groups(p) == [[0, 1], [2], [3, 4]]
-    # DATA_PRODUCER does not block fusion
-    flags = [DATA_PRODUCER, 0, 0, 0, 0]
-    assert core.plan(names, indptr, indices, tids, flags=flags, group_weight=100).ngroups == 1
+    # a flag bit other than BLOCK_FUSION does not block fusion
+    flags = [2, 0, 0, 0, 0]
+    assert (
+        core.plan(names, indptr, indices, tids, PlanOptions(flags=flags, group_weight=100)).ngroups
+        == 1
+    )
 
 
 def test_block_fusion_split_head(core):
@@ -1125,11 +1135,11 @@ def test_block_fusion_split_head(core):
     names, index, indptr, indices, tids = build(core, graph, targets)
     flags = [0] * len(names)
     flags[index["s"]] = BLOCK_FUSION
-    p = core.plan(names, indptr, indices, tids, flags=flags, group_weight=20)
+    p = core.plan(names, indptr, indices, tids, PlanOptions(flags=flags, group_weight=20))
     check_plan(p, indptr, indices, tids, flags=flags)
     assert list(p.group(p.group_of[index["s"]])[0]) == [index["s"]]
     # control: unflagged, s has company
-    p = core.plan(names, indptr, indices, tids, group_weight=20)
+    p = core.plan(names, indptr, indices, tids, PlanOptions(group_weight=20))
     assert len(p.group(p.group_of[index["s"]])[0]) > 1
 
 
@@ -1143,7 +1153,7 @@ def test_block_fusion_getitem(core):
     names, index, indptr, indices, tids = build(core, graph, targets)
     flags = [0] * len(names)
     flags[index[("g", 2)]] = BLOCK_FUSION
-    p = core.plan(names, indptr, indices, tids, flags=flags, group_weight=20)
+    p = core.plan(names, indptr, indices, tids, PlanOptions(flags=flags, group_weight=20))
     check_plan(p, indptr, indices, tids, flags=flags)
     assert list(p.group(p.group_of[index[("g", 2)]])[0]) == [index[("g", 2)]]
     assert p.group_of[index[("g", 1)]] == p.group_of[index["s"]]
@@ -1162,11 +1172,13 @@ def test_block_fusion_tree_node(core):
     names, index, indptr, indices, tids = build(core, graph, ["t"])
     flags = [0] * len(names)
     flags[index["m"]] = BLOCK_FUSION
-    p = core.plan(names, indptr, indices, tids, flags=flags, group_weight=100)
+    p = core.plan(names, indptr, indices, tids, PlanOptions(flags=flags, group_weight=100))
     check_plan(p, indptr, indices, tids, flags=flags)
     assert list(p.group(p.group_of[index["m"]])[0]) == [index["m"]]
     assert p.ngroups == 3  # [l0..l3] [m] [x t]
-    assert core.plan(names, indptr, indices, tids, group_weight=100).ngroups == 1  # control
+    assert (
+        core.plan(names, indptr, indices, tids, PlanOptions(group_weight=100)).ngroups == 1
+    )  # control
 
 
 def test_block_fusion_sink_is_alone(core):
@@ -1175,7 +1187,7 @@ def test_block_fusion_sink_is_alone(core):
     """
     names, index, indptr, indices, tids = build(core, {"a": (), "b": (), "c": ()})
     flags = [BLOCK_FUSION, 0, 0]
-    p = core.plan(names, indptr, indices, tids, flags=flags, group_weight=10)
+    p = core.plan(names, indptr, indices, tids, PlanOptions(flags=flags, group_weight=10))
     assert list(p.group(p.group_of[0])[0]) == [0]
 
 
@@ -1190,7 +1202,7 @@ def test_block_fusion_source_is_alone(core):
     graph = {"a": (), "b": (), "c": ("a", "b"), "d": ("a", "b")}
     names, index, indptr, indices, tids = build(core, graph, ["c", "d"])
     flags = [BLOCK_FUSION, 0, 0, 0]
-    p = core.plan(names, indptr, indices, tids, flags=flags, group_weight=10)
+    p = core.plan(names, indptr, indices, tids, PlanOptions(flags=flags, group_weight=10))
     assert list(p.group(p.group_of[0])[0]) == [0]
 
 
@@ -1207,12 +1219,12 @@ def test_long_chain(core):
     names = list(range(n))
     deps = [()] + [(i - 1,) for i in range(1, n)]
     index, indptr, indices = core.intern(names, deps)
-    p = core.plan(names, indptr, indices, [n - 1], group_weight=1)
+    p = core.plan(names, indptr, indices, [n - 1], PlanOptions(group_weight=1))
     assert p.order == array("q", range(n))
     assert p.ngroups == n and p.members == array("q", range(n))
     assert p.inputs == array("q", range(n - 1))
     # group_weight 1000: runs of about 1000 consecutive links, each fed by the one before
-    p = core.plan(names, indptr, indices, [n - 1], group_weight=1000)
+    p = core.plan(names, indptr, indices, [n - 1], PlanOptions(group_weight=1000))
     assert p.order == array("q", range(n))
     assert n // 1000 <= p.ngroups <= 2 * n // 1000
     assert p.members == array("q", range(n))
@@ -1292,7 +1304,7 @@ def plan_args(draw):
     flags = draw(
         st.none()
         | st.lists(
-            st.sampled_from([0, 0, 0, 0, BLOCK_FUSION, DATA_PRODUCER, BLOCK_FUSION | 2]),
+            st.sampled_from([0, 0, 0, 0, BLOCK_FUSION, 2, BLOCK_FUSION | 2]),
             min_size=n,
             max_size=n,
         )
@@ -1321,16 +1333,55 @@ def test_random_dag_invariants(args):
     parity test below)."""
     names, deps, targets, weights, classes, flags, gw, sf, bw = args
     index, indptr, indices = _pure.intern(names, deps)
-    p = _pure.plan(names, indptr, indices, targets, weights, classes, flags, gw, sf, bw)
+    p = _pure.plan(
+        names,
+        indptr,
+        indices,
+        targets,
+        PlanOptions(
+            weights=weights,
+            classes=classes,
+            flags=flags,
+            group_weight=gw,
+            split_fanout=sf,
+            bundle_weight=bw,
+        ),
+    )
     check_plan(p, indptr, indices, targets, classes=classes, flags=flags)
     w = default_weights(indptr) if weights is None else weights
     check_group_weights(p, w, gw, bw)
     if gw <= 1:
         assert p.ngroups == len(p.order)
     if weights is None:
-        assert p == _pure.plan(names, indptr, indices, targets, w, classes, flags, gw, sf, bw)
+        assert p == _pure.plan(
+            names,
+            indptr,
+            indices,
+            targets,
+            PlanOptions(
+                weights=w,
+                classes=classes,
+                flags=flags,
+                group_weight=gw,
+                split_fanout=sf,
+                bundle_weight=bw,
+            ),
+        )
     if bw == 0:
-        assert p == _pure.plan(names, indptr, indices, targets, weights, classes, flags, gw, sf, gw)
+        assert p == _pure.plan(
+            names,
+            indptr,
+            indices,
+            targets,
+            PlanOptions(
+                weights=weights,
+                classes=classes,
+                flags=flags,
+                group_weight=gw,
+                split_fanout=sf,
+                bundle_weight=gw,
+            ),
+        )
 
 
 @needs_core
@@ -1342,12 +1393,53 @@ def test_parity_random_dag(args):
     r_pure = _pure.intern(names, deps)
     assert r_core == r_pure
     index, indptr, indices = r_core
-    p_core = _core.plan(names, indptr, indices, targets, weights, classes, flags, gw, sf, bw, prio)
-    p_pure = _pure.plan(names, indptr, indices, targets, weights, classes, flags, gw, sf, bw, prio)
+    p_core = _core.plan(
+        names,
+        indptr,
+        indices,
+        targets,
+        PlanOptions(
+            weights=weights,
+            classes=classes,
+            flags=flags,
+            group_weight=gw,
+            split_fanout=sf,
+            bundle_weight=bw,
+            priorities=prio,
+        ),
+    )
+    p_pure = _pure.plan(
+        names,
+        indptr,
+        indices,
+        targets,
+        PlanOptions(
+            weights=weights,
+            classes=classes,
+            flags=flags,
+            group_weight=gw,
+            split_fanout=sf,
+            bundle_weight=bw,
+            priorities=prio,
+        ),
+    )
     assert p_core == p_pure
     check_plan(p_core, indptr, indices, targets, classes=classes, flags=flags)
     if prio is not None:  # priorities reorder groups, never change them
-        plain = _pure.plan(names, indptr, indices, targets, weights, classes, flags, gw, sf, bw)
+        plain = _pure.plan(
+            names,
+            indptr,
+            indices,
+            targets,
+            PlanOptions(
+                weights=weights,
+                classes=classes,
+                flags=flags,
+                group_weight=gw,
+                split_fanout=sf,
+                bundle_weight=bw,
+            ),
+        )
         assert plain.ngroups == p_core.ngroups
         assert sorted(map(tuple, map(list, _members(plain)))) == sorted(
             map(tuple, map(list, _members(p_core)))
@@ -1367,11 +1459,11 @@ def test_priorities_put_ready_groups_first(core):
     index, indptr, indices = core.intern(names, deps)
     plain = core.plan(names, indptr, indices, [2, 5])
     assert plain.group_of[2] < plain.group_of[5]
-    p = core.plan(names, indptr, indices, [2, 5], priorities=[0, 0, 0, 1, 1, 1])
+    p = core.plan(names, indptr, indices, [2, 5], PlanOptions(priorities=[0, 0, 0, 1, 1, 1]))
     assert p.group_of[5] < p.group_of[2]
     assert p.group_of[3] == 0  # b's chain starts the plan
     with pytest.raises(ValueError, match="priorities must have 6 entries, got 2"):
-        core.plan(names, indptr, indices, [2, 5], priorities=[1, 2])
+        core.plan(names, indptr, indices, [2, 5], PlanOptions(priorities=[1, 2]))
 
 
 @st.composite
@@ -1410,7 +1502,7 @@ def test_random_cycle(args):
     names, deps, targets, gw = args
     index, indptr, indices = _pure.intern(names, deps)
     with pytest.raises(CycleError) as info:
-        _pure.plan(names, indptr, indices, targets, group_weight=gw)
+        _pure.plan(names, indptr, indices, targets, PlanOptions(group_weight=gw))
     _check_cycle(info.value, names, deps)
 
 
@@ -1422,9 +1514,9 @@ def test_parity_random_cycle(args):
     index, indptr, indices = _core.intern(names, deps)
     assert (index, indptr, indices) == _pure.intern(names, deps)
     with pytest.raises(CycleError) as i_core:
-        _core.plan(names, indptr, indices, targets, group_weight=gw)
+        _core.plan(names, indptr, indices, targets, PlanOptions(group_weight=gw))
     with pytest.raises(CycleError) as i_pure:
-        _pure.plan(names, indptr, indices, targets, group_weight=gw)
+        _pure.plan(names, indptr, indices, targets, PlanOptions(group_weight=gw))
     assert i_core.value.cycle == i_pure.value.cycle
     assert str(i_core.value) == str(i_pure.value)
     _check_cycle(i_core.value, names, deps)

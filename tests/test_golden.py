@@ -26,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN = os.path.join(HERE, "golden_plans.json")
 sys.path.insert(0, HERE)  # for test_core's shapes when run as a script
 
-from daskray._graph import BLOCK_FUSION  # noqa: E402
+from daskray._graph import BLOCK_FUSION, PlanOptions  # noqa: E402
 from test_core import (  # noqa: E402
     chain,
     independent_chains,
@@ -201,22 +201,31 @@ def _plan_args(graph: dict, targets: list, kw: dict, core):
 
 def core_plan(core, graph: dict, targets: list, kw: dict):
     names, indptr, indices, tids, kw = _plan_args(graph, targets, kw, core)
-    return core.plan(names, indptr, indices, tids, **kw)
+    return core.plan(names, indptr, indices, tids, PlanOptions(**kw))
 
 
 def bench_plans() -> dict:
     """Every ``daskray.bench`` workload at :data:`BENCH_SCALE`, planned by daskray's planning
-    layer (with whichever core ``daskray._graph.plan`` is)."""
-    from daskray import bench, explain, ingest, scheduler
+    layer (with whichever core ``daskray._graph.plan`` is), under daskray's default options and
+    the tasks shuffle that ``daskray.enable`` selects: plans depend on both (dask sizes a
+    groupby's ``split_out`` shuffle by ``dataframe.shuffle.method``), and a test that leaves
+    either changed must not change the plans."""
+    import copy
 
+    import dask
+
+    from daskray import bench, config, explain, ingest, scheduler
+
+    pinned = {"daskray": copy.deepcopy(config.DEFAULTS), "dataframe.shuffle.method": "tasks"}
     out = {}
-    for name, w in bench.WORKLOADS.items():
-        obj, keys = w.make(BENCH_SCALE)
-        if keys is None:
-            out[f"bench-{name}"] = explain(obj, cpus=BENCH_CPUS).plan
-        else:
-            graph = ingest.ingest(obj, keys)
-            out[f"bench-{name}"] = scheduler.make_plan(graph, BENCH_CPUS)
+    with dask.config.set(pinned):
+        for name, w in bench.WORKLOADS.items():
+            obj, keys = w.make(BENCH_SCALE)
+            if keys is None:
+                out[f"bench-{name}"] = explain(obj, cpus=BENCH_CPUS).plan
+            else:
+                graph = ingest.ingest(obj, keys)
+                out[f"bench-{name}"] = scheduler.make_plan(graph, BENCH_CPUS)
     return out
 
 
@@ -248,8 +257,7 @@ def test_bench_plans_match_golden(core, golden, monkeypatch):
     from daskray import _graph
 
     monkeypatch.setattr(_graph, "plan", core.plan)
-    with dask.config.set({"daskray.fusion.profile": None}):
-        plans = bench_plans()
+    plans = bench_plans()
     assert set(plans) == set(golden["bench"])
     wrong = [name for name, p in plans.items() if digest(p) != golden["bench"][name]]
     assert not wrong, f"plans changed: {wrong}"

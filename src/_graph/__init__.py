@@ -9,34 +9,35 @@ import os
 
 from ._common import (
     BLOCK_FUSION,
-    DATA_PRODUCER,
     CycleError,
     GraphError,
     InvalidKeyError,
     MissingDependencyError,
     Plan,
+    PlanOptions,
 )
 
 NO_EXTENSIONS = os.environ.get("DASKRAY_NO_EXTENSIONS", "") not in ("", "0")
 
 if NO_EXTENSIONS:
-    from ._pure import intern, plan
+    from ._pure import intern, plan, transpose
 
     COMPILED = False
 else:
-    from ._core import intern, plan
+    from ._core import intern, plan, transpose
 
     COMPILED = True
 
 __all__ = [
     "BLOCK_FUSION",
     "COMPILED",
-    "DATA_PRODUCER",
     "CycleError",
     "GraphError",
     "InvalidKeyError",
     "MissingDependencyError",
     "Plan",
+    "PlanOptions",
     "intern",
     "plan",
+    "transpose",
 ]

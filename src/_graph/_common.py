@@ -9,27 +9,26 @@ list of key objects (``names``) and, per key, an iterable of the keys it depends
 from __future__ import annotations
 
 from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 __all__ = [
     "BLOCK_FUSION",
-    "CLUSTER_FANOUT",
     "CycleError",
-    "DATA_PRODUCER",
     "GraphError",
     "InvalidKeyError",
     "MissingDependencyError",
     "Plan",
+    "PlanOptions",
+    "checked_targets",
     "cycle_error",
     "invalid_key_error",
     "missing_dependency_error",
+    "per_node",
 ]
 
 #: ``flags`` bit: never fuse this node with another (dask's ``GraphNode.block_fusion``).
 BLOCK_FUSION = 1
-#: ``flags`` bit: the node produces data from nothing (dask's ``GraphNode.data_producer``).
-DATA_PRODUCER = 2
-#: clusters: a node whose dependencies each have 2 to this many dependents runs with them
-CLUSTER_FANOUT = 4
 
 _SHOWN = 10  # how many dependents an error message lists before it says "and N more"
 
@@ -105,6 +104,62 @@ def invalid_key_error(key, reason: str) -> InvalidKeyError:
         "those; rename the task.",
         key,
     )
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """How ``plan`` fuses: every knob of the core in one object (later work adds fields here,
+    not arguments to ``plan``).
+
+    Attributes
+    ----------
+    group_weight : int
+        Target weight of a group; ``<= 1`` disables fusion (one group per node).
+    bundle_weight : int
+        Target weight of a bundle of small sink or source trees (``<= 0``: ``group_weight``).
+    split_fanout : int
+        Minimum number of single-dependency dependents that make a split group (``< 2``: none).
+    cluster_fanout : int
+        Largest number of dependents of an input shared in a cluster (``< 2``: no clusters).
+    weights, classes, flags : sequence of int, optional
+        Per node: estimated cost (default: 1 + its number of dependencies), fusion class (nodes
+        of different classes never share a group; default 0) and ``BLOCK_FUSION`` bits.
+    priorities : sequence of int, optional
+        Per node (dask's ``priority`` annotation): among groups ready at the same point of the
+        group order, those holding a higher priority come first.
+    """
+
+    group_weight: int = 1
+    bundle_weight: int = 0
+    split_fanout: int = 2
+    cluster_fanout: int = 4
+    weights: Sequence[int] | None = None
+    classes: Sequence[int] | None = None
+    flags: Sequence[int] | None = None
+    priorities: Sequence[int] | None = None
+
+
+def per_node(values, n: int, what: str, typed: bool = True):
+    """``values`` as an ``array('q')`` (a list when not ``typed``) of exactly ``n`` entries, or
+    None for None; a wrong length raises ``ValueError`` naming ``what``."""
+    if values is None:
+        return None
+    if not typed:
+        values = list(values)
+    elif not (isinstance(values, array) and values.typecode == "q"):
+        values = array("q", values)
+    if len(values) != n:
+        raise ValueError(f"{what} must have {n} entries, got {len(values)}")
+    return values
+
+
+def checked_targets(targets, n: int) -> array:
+    """The target ids as an ``array('q')``; one out of range raises ``IndexError``."""
+    tgt = array("q", targets)
+    for t in tgt:
+        if not 0 <= t < n:
+            raise IndexError(f"target id {t} out of range for {n} nodes")
+    return tgt
 
 
 class Plan:

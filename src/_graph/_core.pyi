@@ -2,21 +2,18 @@ from array import array
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ._common import Plan
+from ._common import Plan, PlanOptions
 
 def intern(
     names: list, deps: Sequence[Iterable[Any]], source: dict | None = None
 ) -> tuple[dict, array, array]: ...
 def plan(
     names: list,
-    indptr_in: array,
-    indices_in: array,
+    indptr: Sequence[int],
+    indices: Sequence[int],
     targets: Iterable[int],
-    weights: Sequence[int] | None = ...,
-    classes: Sequence[int] | None = ...,
-    flags: Sequence[int] | None = ...,
-    group_weight: int = ...,
-    split_fanout: int = ...,
-    bundle_weight: int = ...,
-    priorities: Sequence[int] | None = ...,
+    options: PlanOptions | None = None,
 ) -> Plan: ...
+def transpose(
+    indptr: Sequence[int], indices: Sequence[int], rows: Iterable[int] | None = None
+) -> tuple[array, array]: ...

@@ -1,8 +1,10 @@
 """Pure-Python twin of the compiled core (``_core.pyx``): same functions, results and errors.
 
-Selected with ``DASKRAY_NO_EXTENSIONS=1``; the test suite runs both and a parity test feeds both
-the same random graphs. Read ``_core.pyx`` for the design; the two files follow the same steps in
-the same order, so that ties break the same way and plans come out identical.
+Selected with ``DASKRAY_NO_EXTENSIONS=1``; the test suite runs both, a parity test feeds both the
+same random graphs, and ``tests/test_golden.py`` holds both to the same plan digests. Read
+``_core.pyx`` for the design. Each step of ``plan`` is a function here named like the ``.pxi``
+file that holds it there (``_order`` in ``order.pxi``, ``_clusters`` in ``clusters.pxi``, ...),
+with the same local names, so that the two read line for line and break ties the same way.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ from array import array
 
 from ._common import (
     BLOCK_FUSION,
-    CLUSTER_FANOUT,
     Plan,
+    PlanOptions,
+    checked_targets,
     cycle_error,
     invalid_key_error,
     missing_dependency_error,
+    per_node,
 )
 
-__all__ = ["intern", "plan"]
+__all__ = ["intern", "plan", "transpose"]
 
 
 def _check_list(names):
@@ -30,18 +34,40 @@ def _check_list(names):
         )
 
 
-def intern(names: list, deps: list, source: dict | None = None) -> tuple[dict, array, array]:
+# --------------------------------------------------------------------------------------------
+# interning (intern.pxi)
+# --------------------------------------------------------------------------------------------
+
+
+def intern(names, deps, source=None):
     """Intern keys to dense ids and build the dependency CSR.
 
-    ``names[i]`` is the key of node ``i``; ``deps[i]`` iterates the keys node ``i`` depends
-    on. ``source`` (the dict ``names`` came from) only lets the compiled core reuse its
-    stored hashes; the result is the same without it. Returns ``(index, indptr, indices)``:
-    ``index`` maps key -> id, and node ``i`` depends on ``indices[indptr[i]:indptr[i+1]]``
-    (sorted, without repeats).
+    Parameters
+    ----------
+    names : list
+        ``names[i]`` is the key of node ``i``.
+    deps : sequence
+        ``deps[i]`` iterates the keys node ``i`` depends on.
+    source : dict, optional
+        A dict whose keys are ``names``, in the same order (the graph mapping they came from):
+        its stored hashes may be reused instead of hashing every key again. The result is the
+        same without it.
+
+    Returns
+    -------
+    (index, indptr, indices)
+        ``index`` maps key -> id; node ``i`` depends on ``indices[indptr[i]:indptr[i+1]]``
+        (sorted, without repeats).
+
+    Examples
+    --------
+    >>> index, indptr, indices = intern(["x", "y"], [(), ("x",)])
+    >>> index, list(indptr), list(indices)
+    ({'x': 0, 'y': 1}, [0, 0, 1], [0])
     """
+    _check_list(names)
     if len(deps) != len(names):
         raise ValueError(f"names and deps differ in length: {len(names)} != {len(deps)}")
-    _check_list(names)
     index = {}
     for i, k in enumerate(names):
         try:
@@ -79,177 +105,122 @@ def intern(names: list, deps: list, source: dict | None = None) -> tuple[dict, a
     return index, indptr, indices
 
 
-def _clusters(
-    fanout,
-    order,
-    rank,
-    indptr,
-    indices,
-    dcount,
-    weights,
-    classes,
-    flags,
-    gid,
-    ng,
-    group_weight,
-    bundle_weight,
-) -> int:
-    """Clusters (see ``_core.pyx``): a node whose dependencies all have between 2 and
-    ``fanout`` dependents runs with them, and so do chains hanging below; assigns
-    ``gid`` to the members of convex clusters, returns the new group count."""
-    n = len(gid)
-    up = list(range(n))
-    cw = list(weights)
-    incl = [False] * n
-
-    def find(a):
-        while up[a] != a:
-            up[a] = up[up[a]]
-            a = up[a]
-        return a
-
-    for d in order:
-        k = indptr[d + 1] - indptr[d]
-        if k == 0 or k > fanout or gid[d] != -1 or flags[d] & BLOCK_FUSION:
-            continue
-        c = classes[d]
-        ok = True
-        for p in range(indptr[d], indptr[d + 1]):
-            r = indices[p]
-            if (
-                gid[r] != -1
-                or flags[r] & BLOCK_FUSION
-                or classes[r] != c
-                or not 2 <= dcount[r] <= fanout
-            ):
-                ok = False
-                break
-        if not ok:
-            continue
-        rd = find(d)
-        roots = [rd]
-        total = cw[rd]
-        for p in range(indptr[d], indptr[d + 1]):
-            r = find(indices[p])
-            if r not in roots:
-                roots.append(r)
-                total += cw[r]
-        if total > group_weight:
-            continue
-        for r in roots[1:]:
-            up[r] = rd
-        cw[rd] = total
-        incl[d] = True
-        for p in range(indptr[d], indptr[d + 1]):
-            incl[indices[p]] = True
-    for u in order:  # chains below a member: one dependency, the member's only dependent
-        if incl[u] or gid[u] != -1 or flags[u] & BLOCK_FUSION or indptr[u + 1] - indptr[u] != 1:
-            continue
-        v = indices[indptr[u]]
-        if not incl[v] or dcount[v] != 1 or classes[v] != classes[u]:
-            continue
-        rv = find(v)
-        if cw[rv] + weights[u] > group_weight:
-            continue
-        up[u] = rv
-        cw[rv] += weights[u]
-        incl[u] = True
-
-    # convex: an outside dependency must come before the cluster's first member in ``order``
-    # (so no path leaves the cluster and comes back); sources: no outside dependency at all
-    first = {}
-    bad = set()
-    source = {}
-    for u in order:
-        if not incl[u]:
-            continue
-        root = find(u)
-        if root not in first:
-            first[root] = rank[u]
-            source[root] = True
-        for p in range(indptr[u], indptr[u + 1]):
-            x = indices[p]
-            if incl[x] and find(x) == root:
-                continue
-            source[root] = False
-            if rank[x] >= first[root]:
-                bad.add(root)
-    cgid = {}
-    bin_gid = {}
-    bin_w = {}
-    for u in order:
-        if not incl[u]:
-            continue
-        root = find(u)
-        if root in bad:
-            continue
-        g = cgid.get(root)
-        if g is None:
-            if source[root]:  # independent clusters are bundled, per class
-                k = classes[u]
-                if k in bin_gid and bin_w[k] + cw[root] > bundle_weight:
-                    del bin_gid[k]
-                if k not in bin_gid:
-                    bin_gid[k] = ng
-                    bin_w[k] = 0
-                    ng += 1
-                g = bin_gid[k]
-                bin_w[k] += cw[root]
-                if bin_w[k] >= bundle_weight:
-                    del bin_gid[k]
-            else:
-                g = ng
-                ng += 1
-            cgid[root] = g
-        gid[u] = g
-    return ng
+# --------------------------------------------------------------------------------------------
+# the plan and its steps
+# --------------------------------------------------------------------------------------------
 
 
-def plan(
-    names: list,
-    indptr: array,
-    indices: array,
-    targets,
-    weights=None,
-    classes=None,
-    flags=None,
-    group_weight: int = 1,
-    split_fanout: int = 2,
-    bundle_weight: int = 0,
-    priorities=None,
-    cluster_fanout: int = CLUSTER_FANOUT,
-) -> Plan:
-    """Order, cull and fuse a graph into groups; see ``_core.pyx`` for the algorithm."""
+class _Work:
+    """The graph and the state that ``plan``'s steps share."""
+
+    __slots__ = (
+        "n",
+        "m",
+        "ng",
+        "indptr",
+        "indices",
+        "order",
+        "rank",
+        "dcount",
+        "dptr",
+        "dep_of",
+        "weights",
+        "classes",
+        "flags",
+        "gid",
+        "head_of_split",
+        "parent",
+    )
+
+
+def plan(names, indptr, indices, targets, options=None):
+    """Order, cull and fuse a graph into groups.
+
+    Parameters
+    ----------
+    names : list
+        The keys (``Plan.names``).
+    indptr, indices : array
+        The dependency CSR from :func:`intern`.
+    targets : iterable of int
+        Ids of the requested keys.
+    options : PlanOptions, optional
+        How to fuse (group weights, fan-outs, per-node weights, classes, flags, priorities);
+        the default fuses nothing.
+
+    Returns
+    -------
+    Plan
+
+    Examples
+    --------
+    >>> from daskray._graph import PlanOptions
+    >>> index, indptr, indices = intern(["x", "y", "z"], [(), ("x",), ("y",)])
+    >>> p = plan(["x", "y", "z"], indptr, indices, [2], PlanOptions(group_weight=10))
+    >>> list(p.order), p.ngroups, list(p.outputs)
+    ([0, 1, 2], 1, [2])
+    """
     _check_list(names)
+    opts = PlanOptions() if options is None else options
     n = len(names)
-    if bundle_weight <= 0:
-        bundle_weight = group_weight
-    if len(indptr) != n + 1:
-        raise ValueError(f"indptr must have {n + 1} entries, got {len(indptr)}")
-    targets = list(targets)
-    for t in targets:
-        if not 0 <= t < n:
-            raise IndexError(f"target id {t} out of range for {n} nodes")
+    w = _Work()
+    w.n = n
+    w.indptr = per_node(indptr, n + 1, "indptr")
+    w.indices = per_node(indices, len(indices), "indices")
+    tgt = checked_targets(targets, n)
+    weights = per_node(opts.weights, n, "weights")
+    classes = per_node(opts.classes, n, "classes")
+    flags = per_node(opts.flags, n, "flags")
+    priorities = per_node(opts.priorities, n, "priorities", typed=False)
     if weights is None:  # default cost: 1 + number of dependencies
-        weights = [1 + indptr[i + 1] - indptr[i] for i in range(n)]
-    classes = [0] * n if classes is None else classes
-    flags = [0] * n if flags is None else flags
-    for what, seq in (("weights", weights), ("classes", classes), ("flags", flags)):
-        if len(seq) != n:
-            raise ValueError(f"{what} must have {n} entries, got {len(seq)}")
+        weights = [1 + w.indptr[i + 1] - w.indptr[i] for i in range(n)]
+    w.weights = weights
+    w.classes = [0] * n if classes is None else classes
+    w.flags = [0] * n if flags is None else flags
+    group_weight = opts.group_weight
+    bundle_weight = opts.bundle_weight if opts.bundle_weight > 0 else group_weight
+    fuse = group_weight > 1
 
-    # 1. order: iterative depth-first post-order from the targets (culls as it goes)
+    _order(w, names, tgt)
+    _dependents(w)
+    w.gid = [-1] * n
+    w.head_of_split = [0] * n
+    w.ng = 0
+    if fuse and opts.split_fanout >= 2:
+        _split_groups(w, opts.split_fanout, group_weight)
+    if fuse and opts.cluster_fanout >= 2:
+        _clusters(w, opts.cluster_fanout, group_weight, bundle_weight)
+    _trees(w, fuse, group_weight, bundle_weight)
+    newid = _number_groups(w, priorities)
+    return _plan_csr(w, names, newid, tgt)
+
+
+# --------------------------------------------------------------------------------------------
+# order.pxi
+# --------------------------------------------------------------------------------------------
+
+
+def _order(w, names, tgt):
+    """Order: a depth-first post-order from the targets (iterative), culling what they do not
+    need and raising :class:`CycleError` on a cycle; sets ``order``, ``m`` and ``rank``."""
+    n = w.n
+    indptr = w.indptr
+    indices = w.indices
     state = [0] * n  # 0 unseen, 1 on the stack, 2 done
     pos = [0] * n
-    order = array("q")
-    for t in targets:
+    stack = [0] * n
+    order = array("q", [0]) * n
+    m = 0
+    for i in range(len(tgt)):
+        t = tgt[i]
         if state[t]:
             continue
-        stack = [t]
+        top = 0
+        stack[0] = t
         state[t] = 1
         pos[t] = indptr[t]
-        while stack:
-            u = stack[-1]
+        while top >= 0:
+            u = stack[top]
             p = pos[u]
             if p < indptr[u + 1]:
                 pos[u] = p + 1
@@ -257,183 +228,400 @@ def plan(
                 if state[v] == 0:
                     state[v] = 1
                     pos[v] = indptr[v]
-                    stack.append(v)
+                    top += 1
+                    stack[top] = v
                 elif state[v] == 1:
-                    cyc = stack[stack.index(v) :]
-                    cyc.append(v)
-                    raise cycle_error([names[c] for c in cyc])
+                    q = 0
+                    while stack[q] != v:
+                        q += 1
+                    raise cycle_error([names[stack[c]] for c in range(q, top + 1)] + [names[v]])
             else:
-                stack.pop()
+                top -= 1
                 state[u] = 2
-                order.append(u)
-    m = len(order)
+                order[m] = u
+                m += 1
+    del order[m:]
     rank = [-1] * n
     for i in range(m):
         rank[order[i]] = i
+    w.order = order
+    w.m = m
+    w.rank = rank
 
-    # 2. dependents among the needed nodes (CSR), in order
-    dcount = [0] * n
-    for u in order:
-        for p in range(indptr[u], indptr[u + 1]):
-            dcount[indices[p]] += 1
-    dptr = [0] * (n + 1)
-    for i in range(n):
-        dptr[i + 1] = dptr[i] + dcount[i]
-    fill = dptr[:n]
-    dep_of = [0] * dptr[n]
-    for u in order:
-        for p in range(indptr[u], indptr[u + 1]):
-            v = indices[p]
-            dep_of[fill[v]] = u
-            fill[v] += 1
 
-    # 3. fusion into tentative groups
-    gid = [-1] * n
-    ng = 0
-    fuse = group_weight > 1
-    head_of_split = [False] * n
+# --------------------------------------------------------------------------------------------
+# dependents.pxi
+# --------------------------------------------------------------------------------------------
 
-    def solo(d, s):  # d depends on s alone and may join s's split group
-        return (
-            indptr[d + 1] - indptr[d] == 1
-            and gid[d] == -1
-            and classes[d] == classes[s]
-            and not flags[d] & BLOCK_FUSION
-        )
 
-    if fuse and split_fanout >= 2:
-        for s in order:
-            if gid[s] != -1 or flags[s] & BLOCK_FUSION:
-                continue
-            cnt = 0
-            for q in range(dptr[s], dptr[s + 1]):
-                if solo(dep_of[q], s):
-                    cnt += 1
-            if cnt < split_fanout:
-                continue
-            gid[s] = ng
-            head_of_split[s] = True
-            w = weights[s]
-            for q in range(dptr[s], dptr[s + 1]):
-                if w >= group_weight:
-                    break
-                d = dep_of[q]
-                if solo(d, s):
-                    gid[d] = ng
-                    w += weights[d]
-            ng += 1
+def _transpose(ptr, ind, rows, remap, nout):
+    """The one CSR transpose: for every row ``r`` of ``rows`` (in that order) and every entry
+    ``c`` of row ``r``, an entry ``r`` in row ``c`` -- both mapped through ``remap`` when it is
+    given (node -> group), dropping the entries that map a row onto itself. Returns ``(tptr,
+    tind)`` with ``nout`` rows, each row's entries in the order of ``rows``."""
+    tptr = [0] * (nout + 1)
+    for r in rows:
+        s = r if remap is None else remap[r]
+        for p in range(ptr[r], ptr[r + 1]):
+            t = ind[p] if remap is None else remap[ind[p]]
+            if remap is None or t != s:
+                tptr[t + 1] += 1
+    for i in range(nout):
+        tptr[i + 1] += tptr[i]
+    fill = tptr[:nout]
+    tind = [0] * tptr[nout]
+    for r in rows:
+        s = r if remap is None else remap[r]
+        for p in range(ptr[r], ptr[r + 1]):
+            t = ind[p] if remap is None else remap[ind[p]]
+            if remap is None or t != s:
+                tind[fill[t]] = s
+                fill[t] += 1
+    return tptr, tind
 
-    if fuse and cluster_fanout >= 2:
-        ng = _clusters(
-            cluster_fanout,
-            order,
-            rank,
-            indptr,
-            indices,
-            dcount,
-            weights,
-            classes,
-            flags,
-            gid,
-            ng,
-            group_weight,
-            bundle_weight,
-        )
 
-    parent = [-1] * n
-    if fuse:
-        for u in order:
-            if dcount[u] != 1 or gid[u] != -1 or flags[u] & BLOCK_FUSION:
-                continue
-            d = dep_of[dptr[u]]
+def transpose(indptr, indices, rows=None):
+    """The reverse of a dependency CSR: node ``i``'s dependents.
+
+    Parameters
+    ----------
+    indptr, indices : array
+        A CSR as :func:`intern` returns it: node ``i`` depends on
+        ``indices[indptr[i]:indptr[i+1]]``.
+    rows : iterable of int, optional
+        Only the dependencies of these nodes count, in this order (default: every node, in
+        id order).
+
+    Returns
+    -------
+    (dptr, dependents)
+        Node ``i`` is depended on by ``dependents[dptr[i]:dptr[i+1]]``, in the order of
+        ``rows``.
+
+    Examples
+    --------
+    >>> dptr, dependents = transpose([0, 0, 1, 2], [0, 0])
+    >>> list(dptr), list(dependents)
+    ([0, 2, 2, 2], [1, 2])
+    """
+    n = len(indptr) - 1
+    rows = range(n) if rows is None else [int(r) for r in rows]
+    for r in rows:
+        if not 0 <= r < n:
+            raise IndexError(f"row id {r} out of range for {n} nodes")
+    tptr, tind = _transpose(indptr, indices, rows, None, n)
+    return array("q", tptr), array("q", tind)
+
+
+def _dependents(w):
+    """Dependents among the needed nodes (CSR ``dptr``/``dep_of``, in order) and their counts."""
+    dptr, dep_of = _transpose(w.indptr, w.indices, w.order, None, w.n)
+    w.dptr = dptr
+    w.dep_of = dep_of
+    w.dcount = [dptr[i + 1] - dptr[i] for i in range(w.n)]
+
+
+# --------------------------------------------------------------------------------------------
+# split.pxi
+# --------------------------------------------------------------------------------------------
+
+
+def _solo(w, d, s):
+    # d depends on s alone and may join s's split group
+    return (
+        w.indptr[d + 1] - w.indptr[d] == 1
+        and w.gid[d] == -1
+        and w.classes[d] == w.classes[s]
+        and not w.flags[d] & BLOCK_FUSION
+    )
+
+
+def _split_groups(w, split_fanout, group_weight):
+    """Split groups: a node with at least ``split_fanout`` dependents that depend on it alone
+    runs with them (up to ``group_weight``); marks it ``head_of_split``."""
+    order = w.order
+    dptr = w.dptr
+    dep_of = w.dep_of
+    gid = w.gid
+    wt = w.weights
+    for i in range(w.m):
+        s = order[i]
+        if gid[s] != -1 or w.flags[s] & BLOCK_FUSION:
+            continue
+        cnt = 0
+        for q in range(dptr[s], dptr[s + 1]):
+            if _solo(w, dep_of[q], s):
+                cnt += 1
+        if cnt < split_fanout:
+            continue
+        gid[s] = w.ng
+        w.head_of_split[s] = 1
+        weight = wt[s]
+        for q in range(dptr[s], dptr[s + 1]):
+            if weight >= group_weight:
+                break
+            d = dep_of[q]
+            if _solo(w, d, s):
+                gid[d] = w.ng
+                weight += wt[d]
+        w.ng += 1
+
+
+# --------------------------------------------------------------------------------------------
+# clusters.pxi
+# --------------------------------------------------------------------------------------------
+
+
+def _find(up, a):
+    # union-find root, halving the path
+    while up[a] != a:
+        up[a] = up[up[a]]
+        a = up[a]
+    return a
+
+
+def _clusters(w, fanout, group_weight, bundle_weight):
+    """Clusters: grow them (:func:`_cluster_roots`), then number the convex ones
+    (:func:`_cluster_groups`)."""
+    n = w.n
+    up = list(range(n))
+    cw = list(w.weights)
+    incl = [0] * n
+    _cluster_roots(w, fanout, group_weight, up, cw, incl)
+    _cluster_groups(w, bundle_weight, up, cw, incl)
+
+
+def _cluster_roots(w, fanout, group_weight, up, cw, incl):
+    """Union the nodes whose dependencies each have 2 to ``fanout`` dependents with those
+    dependencies, then the chains hanging below a member; ``cw`` is a root's weight, ``incl``
+    marks the members."""
+    order = w.order
+    indptr = w.indptr
+    indices = w.indices
+    dcount = w.dcount
+    gid = w.gid
+    kl = w.classes
+    fl = w.flags
+    wt = w.weights
+    roots = [0] * (fanout + 1)
+    for i in range(w.m):
+        d = order[i]
+        k = indptr[d + 1] - indptr[d]
+        if k == 0 or k > fanout or gid[d] != -1 or fl[d] & BLOCK_FUSION:
+            continue
+        c = kl[d]
+        ok = True
+        for p in range(indptr[d], indptr[d + 1]):
+            r = indices[p]
             if (
-                (gid[d] == -1 or head_of_split[d])
-                and classes[d] == classes[u]
-                and not flags[d] & BLOCK_FUSION
+                gid[r] != -1
+                or fl[r] & BLOCK_FUSION
+                or kl[r] != c
+                or dcount[r] < 2
+                or dcount[r] > fanout
             ):
-                parent[u] = d
+                ok = False
+                break
+        if not ok:
+            continue
+        rd = _find(up, d)
+        roots[0] = rd
+        nr = 1
+        total = cw[rd]
+        for p in range(indptr[d], indptr[d + 1]):
+            r = _find(up, indices[p])
+            seen = False
+            for j in range(nr):
+                if roots[j] == r:
+                    seen = True
+                    break
+            if not seen:
+                roots[nr] = r
+                nr += 1
+                total += cw[r]
+        if total > group_weight:
+            continue
+        for j in range(1, nr):
+            up[roots[j]] = rd
+        cw[rd] = total
+        incl[d] = 1
+        for p in range(indptr[d], indptr[d + 1]):
+            incl[indices[p]] = 1
+    for i in range(w.m):  # chains below a member: one dependency, the member's only dependent
+        u = order[i]
+        if incl[u] or gid[u] != -1 or fl[u] & BLOCK_FUSION or indptr[u + 1] - indptr[u] != 1:
+            continue
+        v = indices[indptr[u]]
+        if not incl[v] or dcount[v] != 1 or kl[v] != kl[u]:
+            continue
+        rv = _find(up, v)
+        if cw[rv] + wt[u] > group_weight:
+            continue
+        up[u] = rv
+        cw[rv] += wt[u]
+        incl[u] = 1
 
-    # pieces are linked lists of node ids: head/tail per piece root, nxt per node
-    nxt = [-1] * n
-    tail = [-1] * n
-    pend_w = [0] * n
-    ext = [False] * n  # does the pending piece of u receive values from outside it?
+
+def _cluster_groups(w, bundle_weight, up, cw, incl):
+    """Give the members of every convex cluster its group: an outside dependency must come
+    before the cluster's first member in the order; clusters without outside inputs are
+    bundled per class up to ``bundle_weight``."""
+    n = w.n
+    order = w.order
+    indptr = w.indptr
+    indices = w.indices
+    rank = w.rank
+    gid = w.gid
+    kl = w.classes
+    first = [-1] * n
+    src = [0] * n
+    bad = [0] * n
+    cgid = [-1] * n
+    for i in range(w.m):
+        u = order[i]
+        if not incl[u]:
+            continue
+        root = _find(up, u)
+        if first[root] == -1:
+            first[root] = i
+            src[root] = 1
+        for p in range(indptr[u], indptr[u + 1]):
+            x = indices[p]
+            if incl[x] and _find(up, x) == root:
+                continue
+            src[root] = 0
+            if rank[x] >= first[root]:
+                bad[root] = 1
+    bin_gid: dict = {}
+    bin_w: dict = {}
+    for i in range(w.m):
+        u = order[i]
+        if not incl[u]:
+            continue
+        root = _find(up, u)
+        if bad[root]:
+            continue
+        g = cgid[root]
+        if g == -1:
+            if src[root]:  # independent clusters are bundled, per class
+                k = kl[u]
+                if k in bin_gid and bin_w[k] + cw[root] > bundle_weight:
+                    del bin_gid[k]
+                if k not in bin_gid:
+                    bin_gid[k] = w.ng
+                    bin_w[k] = 0
+                    w.ng += 1
+                g = bin_gid[k]
+                bin_w[k] = bin_w[k] + cw[root]
+                if bin_w[k] >= bundle_weight:
+                    del bin_gid[k]
+            else:
+                g = w.ng
+                w.ng += 1
+            cgid[root] = g
+        gid[u] = g
+
+
+# --------------------------------------------------------------------------------------------
+# trees.pxi
+# --------------------------------------------------------------------------------------------
+
+
+class _Pieces:
+    """The pending pieces of the tree walk: linked lists of node ids (``nxt``), with per piece
+    root its ``tail``, pending weight ``pend_w`` and whether it receives a value from outside
+    itself (``ext``)."""
+
+    __slots__ = ("w", "nxt", "tail", "pend_w", "ext")
+
+    def __init__(self, w):
+        self.w = w
+        self.nxt = [-1] * w.n
+        self.tail = [-1] * w.n
+        self.pend_w = [0] * w.n
+        self.ext = [0] * w.n
+
+    def close(self, h):
+        """Make the piece starting at ``h`` a group."""
+        gid = self.w.gid
+        nxt = self.nxt
+        while h != -1:
+            gid[h] = self.w.ng
+            h = nxt[h]
+        self.w.ng += 1
+
+
+class _Bin:
+    """Child pieces packed together, in order, until they weigh about ``group_weight``."""
+
+    __slots__ = ("head", "tail", "weight", "ext")
+
+    def __init__(self):
+        self.head = -1
+        self.tail = -1
+        self.weight = 0
+        self.ext = False
+
+
+def _bin_add(b, pieces, c):
+    if b.head == -1:
+        b.head = c
+    else:
+        pieces.nxt[b.tail] = c
+    b.tail = pieces.tail[c]
+    b.weight += pieces.pend_w[c]
+    b.ext = b.ext or pieces.ext[c] != 0
+
+
+def _bin_close(b, pieces):
+    pieces.close(b.head)
+    b.head = -1
+    b.tail = -1
+    b.weight = 0
+    b.ext = False
+
+
+def _parents(w):
+    """A node with exactly one dependent hangs below it (its ``parent``), when both may fuse."""
+    order = w.order
+    dptr = w.dptr
+    dep_of = w.dep_of
+    gid = w.gid
+    kl = w.classes
+    fl = w.flags
+    parent = [-1] * w.n
+    for i in range(w.m):
+        u = order[i]
+        if w.dcount[u] != 1 or gid[u] != -1 or fl[u] & BLOCK_FUSION:
+            continue
+        d = dep_of[dptr[u]]
+        if (gid[d] == -1 or w.head_of_split[d]) and kl[d] == kl[u] and not fl[d] & BLOCK_FUSION:
+            parent[u] = d
+    w.parent = parent
+
+
+def _trees(w, fuse, group_weight, bundle_weight):
+    """Trees and bundles: walk the order (children before parents); every node collects its
+    children's pending pieces (:func:`_grow`); a tree's top is closed, joins its split group,
+    or is bundled with other small sinks or sources."""
+    order = w.order
+    gid = w.gid
+    head_of_split = w.head_of_split
+    if fuse:
+        _parents(w)
+    else:
+        w.parent = [-1] * w.n
+    parent = w.parent
+    pieces = _Pieces(w)
+    nxt = pieces.nxt
     bin_head: dict = {}
     bin_tail: dict = {}
     bin_w: dict = {}
-
-    def close(h):
-        nonlocal ng
-        while h != -1:
-            gid[h] = ng
-            h = nxt[h]
-        ng += 1
-
-    for u in order:
+    for i in range(w.m):
+        u = order[i]
         if gid[u] != -1 and not head_of_split[u]:
             continue
-        total = weights[u]
-        x = False
-        for p in range(indptr[u], indptr[u + 1]):
-            c = indices[p]
-            if parent[c] == u:
-                total += pend_w[c]
-            else:
-                x = True
-        tail[u] = u
-        if total > group_weight:
-            bh = bt = -1
-            bw = 0
-            bx = False
-            for p in range(indptr[u], indptr[u + 1]):
-                c = indices[p]
-                if parent[c] != u:
-                    continue
-                if pend_w[c] >= group_weight:
-                    close(c)
-                    x = True
-                    continue
-                if bh != -1 and bw + pend_w[c] > group_weight:  # c would overfill the bin
-                    close(bh)
-                    x = True
-                    bh = bt = -1
-                    bw = 0
-                    bx = False
-                if bh == -1:
-                    bh = c
-                else:
-                    nxt[bt] = c
-                bt = tail[c]
-                bw += pend_w[c]
-                bx = bx or ext[c]
-                if bw >= group_weight:
-                    close(bh)
-                    x = True
-                    bh = bt = -1
-                    bw = 0
-                    bx = False
-            if bh != -1 and 2 * bw >= group_weight:
-                # half a group or more left over: its own group. Carried up, it would wait
-                # for the groups just closed below u although nothing in it needs them
-                close(bh)
-                x = True
-                bh = -1
-                bw = 0
-                bx = False
-            if bh != -1:
-                nxt[u] = bh
-                tail[u] = bt
-            pend_w[u] = weights[u] + bw
-            ext[u] = x or bx
-        else:
-            for p in range(indptr[u], indptr[u + 1]):
-                c = indices[p]
-                if parent[c] == u:
-                    nxt[tail[u]] = c
-                    tail[u] = tail[c]
-                    x = x or ext[c]
-            pend_w[u] = total
-            ext[u] = x
+        _grow(w, pieces, u, group_weight)
         if parent[u] != -1:
             continue
         if head_of_split[u]:
@@ -443,67 +631,132 @@ def plan(
                 h = nxt[h]
         elif (
             fuse
-            and pend_w[u] < bundle_weight
-            and (dcount[u] == 0 or not ext[u])
-            and not flags[u] & BLOCK_FUSION
+            and pieces.pend_w[u] < bundle_weight
+            and (w.dcount[u] == 0 or not pieces.ext[u])
+            and not w.flags[u] & BLOCK_FUSION
         ):
             # bundle: small sink pieces (nothing depends on them) or small source pieces
             # (nothing flows into them), per class
-            k = (classes[u], dcount[u] != 0)
-            if k in bin_head and bin_w[k] + pend_w[u] > bundle_weight:  # u would overfill it
-                close(bin_head.pop(k))
+            k = (w.classes[u], w.dcount[u] != 0)
+            if k in bin_head and bin_w[k] + pieces.pend_w[u] > bundle_weight:  # would overfill
+                pieces.close(bin_head.pop(k))
             if k in bin_head:
                 nxt[bin_tail[k]] = u
-                bin_w[k] += pend_w[u]
+                bin_w[k] += pieces.pend_w[u]
             else:
                 bin_head[k] = u
-                bin_w[k] = pend_w[u]
-            bin_tail[k] = tail[u]
+                bin_w[k] = pieces.pend_w[u]
+            bin_tail[k] = pieces.tail[u]
             if bin_w[k] >= bundle_weight:
-                close(bin_head.pop(k))
+                pieces.close(bin_head.pop(k))
         else:
-            close(u)
+            pieces.close(u)
     for k in sorted(bin_head):
-        close(bin_head[k])
+        pieces.close(bin_head[k])
 
-    # 4. number the groups in a topological order of the groups (Kahn), earliest first
+
+def _grow(w, pieces, u, group_weight):
+    """The pending piece of ``u``: ``u`` and its children's pieces -- linked up whole when they
+    fit ``group_weight``, else packed into groups (:func:`_pack`)."""
+    indptr = w.indptr
+    indices = w.indices
+    parent = w.parent
+    nxt = pieces.nxt
+    tail = pieces.tail
+    pend_w = pieces.pend_w
+    ext = pieces.ext
+    total = w.weights[u]
+    x = False
+    for p in range(indptr[u], indptr[u + 1]):
+        c = indices[p]
+        if parent[c] == u:
+            total += pend_w[c]
+        else:
+            x = True
+    tail[u] = u
+    if total > group_weight:
+        _pack(w, pieces, u, group_weight, x)
+        return
+    for p in range(indptr[u], indptr[u + 1]):
+        c = indices[p]
+        if parent[c] == u:
+            nxt[tail[u]] = c
+            tail[u] = tail[c]
+            x = x or ext[c] != 0
+    pend_w[u] = total
+    ext[u] = x
+
+
+def _pack(w, pieces, u, group_weight, x):
+    """``u``'s children weigh more than ``group_weight``: a child piece that reaches it alone
+    is a group; the others are packed, in order, into groups of about ``group_weight`` (a bin
+    is closed before a piece would overfill it); a leftover of half a group or more is a group
+    too, and a smaller one stays pending on ``u``."""
+    indptr = w.indptr
+    indices = w.indices
+    parent = w.parent
+    pend_w = pieces.pend_w
+    b = _Bin()
+    for p in range(indptr[u], indptr[u + 1]):
+        c = indices[p]
+        if parent[c] != u:
+            continue
+        if pend_w[c] >= group_weight:
+            pieces.close(c)
+            x = True
+            continue
+        if b.head != -1 and b.weight + pend_w[c] > group_weight:  # c would overfill the bin
+            _bin_close(b, pieces)
+            x = True
+        _bin_add(b, pieces, c)
+        if b.weight >= group_weight:
+            _bin_close(b, pieces)
+            x = True
+    if b.head != -1 and 2 * b.weight >= group_weight:
+        # half a group or more left over: its own group. Carried up, it would wait for the
+        # groups just closed below u although nothing in it needs them
+        _bin_close(b, pieces)
+        x = True
+    if b.head != -1:
+        pieces.nxt[u] = b.head
+        pieces.tail[u] = b.tail
+    pend_w[u] = w.weights[u] + b.weight
+    pieces.ext[u] = x or b.ext
+
+
+# --------------------------------------------------------------------------------------------
+# numbering.pxi
+# --------------------------------------------------------------------------------------------
+
+
+def _number_groups(w, priorities):
+    """Group numbering: a topological order of the group graph (Kahn's algorithm), earliest
+    first member first -- or, with ``priorities``, highest priority first; returns the new id
+    of every group."""
+    order = w.order
+    gid = w.gid
+    ng = w.ng
+    m = w.m
     first = [m] * ng
     for i in range(m):
         g = gid[order[i]]
         if first[g] == m:
             first[g] = i
+    gcount, gsucc = _transpose(w.indptr, w.indices, order, gid, ng)
     gdeg = [0] * ng
-    gcount = [0] * (ng + 1)
-    for v in order:
-        g = gid[v]
-        for p in range(indptr[v], indptr[v + 1]):
-            h = gid[indices[p]]
-            if h != g:
-                gcount[h + 1] += 1
-                gdeg[g] += 1
-    for g in range(ng):
-        gcount[g + 1] += gcount[g]
-    gfill = gcount[:ng]
-    gsucc = [0] * gcount[ng]
-    for v in order:
-        g = gid[v]
-        for p in range(indptr[v], indptr[v + 1]):
-            h = gid[indices[p]]
-            if h != g:
-                gsucc[gfill[h]] = g
-                gfill[h] += 1
+    for q in range(gcount[ng]):
+        gdeg[gsucc[q]] += 1
     key = first
     if priorities is not None:  # a group's priority is its members' highest; higher first
-        if len(priorities) != n:
-            raise ValueError(f"priorities must have {n} entries, got {len(priorities)}")
         gprio: list = [None] * ng
-        for v in order:
+        for i in range(m):
+            v = order[i]
             g = gid[v]
             if gprio[g] is None or priorities[v] > gprio[g]:
                 gprio[g] = priorities[v]
         key = [0] * ng
-        for r, g in enumerate(sorted(range(ng), key=lambda g: (-gprio[g], first[g]))):
-            key[g] = r
+        for i, g in enumerate(sorted(range(ng), key=lambda g: (-gprio[g], first[g]))):
+            key[g] = i
     heap = [(key[g], g) for g in range(ng) if gdeg[g] == 0]
     heapq.heapify(heap)
     newid = [-1] * ng
@@ -521,25 +774,44 @@ def plan(
         raise RuntimeError(
             "daskray internal error: fused groups form a cycle; please report this graph"
         )
+    return newid
 
-    # 5. the plan's CSR arrays
+
+# --------------------------------------------------------------------------------------------
+# csr.pxi
+# --------------------------------------------------------------------------------------------
+
+
+def _plan_csr(w, names, newid, tgt):
+    """The plan's CSR arrays: members of each group in order, its external inputs, and its
+    outputs (members that are targets or feed another group)."""
+    n = w.n
+    m = w.m
+    ng = w.ng
+    order = w.order
+    indptr = w.indptr
+    indices = w.indices
+    dptr = w.dptr
+    dep_of = w.dep_of
     group_of = array("q", [-1]) * n
     members_ptr = array("q", [0]) * (ng + 1)
-    for v in order:
-        g = newid[gid[v]]
+    for i in range(m):
+        v = order[i]
+        g = newid[w.gid[v]]
         group_of[v] = g
         members_ptr[g + 1] += 1
     for g in range(ng):
         members_ptr[g + 1] += members_ptr[g]
     members = array("q", [0]) * m
-    mfill = members_ptr[:ng]
-    for v in order:
+    fill = members_ptr[:ng]
+    for i in range(m):
+        v = order[i]
         g = group_of[v]
-        members[mfill[g]] = v
-        mfill[g] += 1
-    is_target = [False] * n
-    for t in targets:
-        is_target[t] = True
+        members[fill[g]] = v
+        fill[g] += 1
+    is_target = [0] * n
+    for i in range(len(tgt)):
+        is_target[tgt[i]] = 1
     seen = [-1] * n
     inputs_ptr = array("q", [0])
     inputs = array("q")
@@ -553,7 +825,7 @@ def plan(
                 if group_of[u] != g and seen[u] != g:
                     seen[u] = g
                     inputs.append(u)
-            out = is_target[v]
+            out = is_target[v] != 0
             if not out:
                 for q in range(dptr[v], dptr[v + 1]):
                     if group_of[dep_of[q]] != g:
@@ -565,7 +837,7 @@ def plan(
         outputs_ptr.append(len(outputs))
     return Plan(
         names,
-        order,
+        w.order,
         group_of,
         ng,
         members_ptr,

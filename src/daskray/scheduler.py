@@ -76,20 +76,17 @@ def make_plan(
     if profile is not None:  # measured durations (daskray.tune): weights in microseconds
         costs = tuning.weights(graph.names, profile)
         group, bundle = tuning.group_weight(sum(costs), cpus)
-    return _graph.plan(
-        graph.names,
-        graph.indptr,
-        graph.indices,
-        graph.targets,
-        costs,
-        classes,
-        graph.flags,
-        group,
-        int(option("fusion.split-fanout")) if group > 1 else 0,
-        bundle,
-        priorities,
-        int(option("fusion.cluster-fanout")),
+    options = _graph.PlanOptions(
+        group_weight=group,
+        bundle_weight=bundle,
+        split_fanout=int(option("fusion.split-fanout")) if group > 1 else 0,
+        cluster_fanout=int(option("fusion.cluster-fanout")),
+        weights=costs,
+        classes=classes,
+        flags=graph.flags,
+        priorities=priorities,
     )
+    return _graph.plan(graph.names, graph.indptr, graph.indices, graph.targets, options)
 
 
 def run_local(plan: _graph.Plan, graph: Graph, progress: Any = None) -> list:

@@ -1,0 +1,165 @@
+# Clusters (see the module docstring). Included by _core.pyx; the twins are ``_find``,
+# ``_clusters``, ``_cluster_roots`` and ``_cluster_groups`` in _pure.py.
+
+
+cdef inline i64 _find(i64 *up, i64 a) noexcept:
+    # union-find root, halving the path
+    while up[a] != a:
+        up[a] = up[up[a]]
+        a = up[a]
+    return a
+
+
+cdef void _clusters(_Work w, i64 fanout, i64 group_weight, i64 bundle_weight) except *:
+    """Clusters: grow them (:func:`_cluster_roots`), then number the convex ones
+    (:func:`_cluster_groups`)."""
+    cdef Py_ssize_t n = w.n, i
+    cdef _Buf up_b = _Buf(n, 0)
+    cdef _Buf cw_b = _Buf(n, 0)
+    cdef _Buf incl_b = _Buf(n, 0)
+    cdef i64 *up = up_b.p
+    cdef i64 *cw = cw_b.p
+    for i in range(n):
+        up[i] = i
+        cw[i] = w.weights[i]
+    _cluster_roots(w, fanout, group_weight, up, cw, incl_b.p)
+    _cluster_groups(w, bundle_weight, up, cw, incl_b.p)
+
+
+cdef void _cluster_roots(_Work w, i64 fanout, i64 group_weight, i64 *up, i64 *cw,
+                         i64 *incl) except *:
+    """Union the nodes whose dependencies each have 2 to ``fanout`` dependents with those
+    dependencies, then the chains hanging below a member; ``cw`` is a root's weight, ``incl``
+    marks the members."""
+    cdef i64 *order = w.order
+    cdef i64 *indptr = w.indptr
+    cdef i64 *indices = w.indices
+    cdef i64 *dcount = w.dcount
+    cdef i64 *gid = w.gid
+    cdef i64 *kl = w.classes
+    cdef i64 *fl = w.flags
+    cdef i64 *wt = w.weights
+    cdef _Buf roots_b = _Buf(fanout + 1, 0)
+    cdef i64 *roots = roots_b.p
+    cdef Py_ssize_t i, j, nr
+    cdef i64 d, k, c, p, r, rd, rv, u, v, total
+    cdef bint ok, seen
+    for i in range(w.m):
+        d = order[i]
+        k = indptr[d + 1] - indptr[d]
+        if k == 0 or k > fanout or gid[d] != -1 or fl[d] & BLOCK:
+            continue
+        c = kl[d]
+        ok = True
+        for p in range(indptr[d], indptr[d + 1]):
+            r = indices[p]
+            if (gid[r] != -1
+                    or fl[r] & BLOCK
+                    or kl[r] != c
+                    or dcount[r] < 2
+                    or dcount[r] > fanout):
+                ok = False
+                break
+        if not ok:
+            continue
+        rd = _find(up, d)
+        roots[0] = rd
+        nr = 1
+        total = cw[rd]
+        for p in range(indptr[d], indptr[d + 1]):
+            r = _find(up, indices[p])
+            seen = False
+            for j in range(nr):
+                if roots[j] == r:
+                    seen = True
+                    break
+            if not seen:
+                roots[nr] = r
+                nr += 1
+                total += cw[r]
+        if total > group_weight:
+            continue
+        for j in range(1, nr):
+            up[roots[j]] = rd
+        cw[rd] = total
+        incl[d] = 1
+        for p in range(indptr[d], indptr[d + 1]):
+            incl[indices[p]] = 1
+    for i in range(w.m):  # chains below a member: one dependency, the member's only dependent
+        u = order[i]
+        if incl[u] or gid[u] != -1 or fl[u] & BLOCK or indptr[u + 1] - indptr[u] != 1:
+            continue
+        v = indices[indptr[u]]
+        if not incl[v] or dcount[v] != 1 or kl[v] != kl[u]:
+            continue
+        rv = _find(up, v)
+        if cw[rv] + wt[u] > group_weight:
+            continue
+        up[u] = rv
+        cw[rv] += wt[u]
+        incl[u] = 1
+
+
+cdef void _cluster_groups(_Work w, i64 bundle_weight, i64 *up, i64 *cw, i64 *incl) except *:
+    """Give the members of every convex cluster its group: an outside dependency must come
+    before the cluster's first member in the order; clusters without outside inputs are
+    bundled per class up to ``bundle_weight``."""
+    cdef Py_ssize_t n = w.n, i
+    cdef i64 *order = w.order
+    cdef i64 *indptr = w.indptr
+    cdef i64 *indices = w.indices
+    cdef i64 *rank = w.rank
+    cdef i64 *gid = w.gid
+    cdef i64 *kl = w.classes
+    cdef _Buf first_b = _Buf(n, -1)
+    cdef _Buf src_b = _Buf(n, 0)
+    cdef _Buf bad_b = _Buf(n, 0)
+    cdef _Buf cgid_b = _Buf(n, -1)
+    cdef i64 *first = first_b.p
+    cdef i64 *src = src_b.p
+    cdef i64 *bad = bad_b.p
+    cdef i64 *cgid = cgid_b.p
+    cdef i64 u, p, x, root, g, k
+    for i in range(w.m):
+        u = order[i]
+        if not incl[u]:
+            continue
+        root = _find(up, u)
+        if first[root] == -1:
+            first[root] = i
+            src[root] = 1
+        for p in range(indptr[u], indptr[u + 1]):
+            x = indices[p]
+            if incl[x] and _find(up, x) == root:
+                continue
+            src[root] = 0
+            if rank[x] >= first[root]:
+                bad[root] = 1
+    cdef dict bin_gid = {}
+    cdef dict bin_w = {}
+    for i in range(w.m):
+        u = order[i]
+        if not incl[u]:
+            continue
+        root = _find(up, u)
+        if bad[root]:
+            continue
+        g = cgid[root]
+        if g == -1:
+            if src[root]:  # independent clusters are bundled, per class
+                k = kl[u]
+                if k in bin_gid and <i64> bin_w[k] + cw[root] > bundle_weight:
+                    del bin_gid[k]
+                if k not in bin_gid:
+                    bin_gid[k] = w.ng
+                    bin_w[k] = 0
+                    w.ng += 1
+                g = bin_gid[k]
+                bin_w[k] = <i64> bin_w[k] + cw[root]
+                if <i64> bin_w[k] >= bundle_weight:
+                    del bin_gid[k]
+            else:
+                g = w.ng
+                w.ng += 1
+            cgid[root] = g
+        gid[u] = g
