@@ -115,10 +115,10 @@ def store_created_bytes() -> int:
 def daskray_objects(dsk, keys) -> set:
     """The keys daskray stores as Ray objects: its plan's group outputs (as ``daskray.get``
     plans the graph on this cluster)."""
-    from daskray import ingest, scheduler
+    from daskray import ingest, planning
 
     graph = ingest.ingest(dsk, keys)
-    plan = scheduler.make_plan(graph, _ray.cluster_cpus())
+    plan = planning.make_plan(graph, _ray.cluster_cpus())
     return {repr(graph.names[i]) for i in plan.outputs}
 
 

@@ -53,7 +53,7 @@ def test_plan_cost_per_node(record):
     from dask._task_spec import convert_legacy_graph
     from dask.order import order
 
-    from daskray import ingest, scheduler
+    from daskray import ingest, planning, scheduler
 
     dsk, key = bench.WORKLOADS["million"].make(SCALE)
     converted = convert_legacy_graph(dsk)  # dask's own materialization, not timed for either
@@ -61,7 +61,7 @@ def test_plan_cost_per_node(record):
     t0 = time.perf_counter()
     with scheduler.gc_paused():  # as daskray.get runs these steps
         graph = ingest.ingest(converted, key)
-        plan = scheduler.make_plan(graph, 2)
+        plan = planning.make_plan(graph, 2)
     ours = time.perf_counter() - t0
     t0 = time.perf_counter()
     prio = order(converted)

@@ -133,7 +133,8 @@ def test_get_rejects_unknown_keywords():
 
 def test_config_defaults_documented():
     """Every default in daskray.config appears in the README's option table."""
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    with open(os.path.join(os.path.dirname(__file__), "..", "README.md")) as f:
+        readme = f.read()
 
     def walk(prefix, d):
         for k, v in d.items():

@@ -1,8 +1,10 @@
-"""The daskray command line: bench (JSON + PNG chart) and info."""
+"""The daskray command line: subcommands, bench (JSON + PNG chart) and info."""
 
 from __future__ import annotations
 
 import json
+
+import pytest
 
 from daskray import _graph, cli
 
@@ -33,8 +35,6 @@ def test_bench_writes_json_and_chart(ray_ctx, tmp_path, capsys):
 
 
 def test_bench_rejects_unknown_workload(ray_ctx, tmp_path, capsys):
-    import pytest
-
     with pytest.raises(SystemExit):
         cli.main(["bench", "nope", "--output", str(tmp_path / "x")])
     assert "unknown workloads ['nope']" in capsys.readouterr().err
@@ -47,6 +47,28 @@ def test_info(ray_ctx, capsys):
     assert "ray cluster: 1 node(s)" in text and "'GPU': 1.0" in text
 
 
-def test_unknown_command(capsys):
-    assert cli.main(["frobnicate"]) == 2
-    assert "unknown command 'frobnicate'" in capsys.readouterr().err
+def test_unknown_command_exits_nonzero_with_usage(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["frobnicate"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: daskray") and "invalid choice: 'frobnicate'" in err
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("demo", "bench", "tune", "info"):
+        assert f"    {command} " in out, command
+
+
+def test_no_command_runs_the_demo(monkeypatch):
+    """``daskray`` and ``daskray --small`` run the demo, with its options."""
+    from daskray import demo
+
+    seen = []
+    monkeypatch.setattr(demo, "run", lambda args: seen.append(args) or 0)
+    assert cli.main([]) == 0 and cli.main(["--small", "--repeat", "1"]) == 0
+    assert [(a.small, a.repeat) for a in seen] == [(False, 2), (True, 1)]

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import daskray
-from daskray import _ray, ingest, scheduler
+from daskray import _ray, ingest, planning, scheduler
 from daskray.annotations import (
     AnnotationError,
     ResourceError,
@@ -122,7 +122,7 @@ def test_malformed_workers_annotation(ann, match):
     ],
 )
 def test_resolve_workers(workers, soft, expected):
-    assert _ray.resolve_workers(workers, soft, RECORDS, ["k"]) == expected
+    assert planning.resolve_workers(workers, soft, RECORDS, ["k"]) == expected
 
 
 @pytest.mark.parametrize(
@@ -137,7 +137,7 @@ def test_resolve_workers(workers, soft, expected):
 )
 def test_resolve_workers_errors(workers, soft, match):
     with pytest.raises(WorkerError, match=match) as info:
-        _ray.resolve_workers(workers, soft, RECORDS, [("x", 1)])
+        planning.resolve_workers(workers, soft, RECORDS, [("x", 1)])
     assert info.value.keys == [("x", 1)] and "('x', 1)" in str(info.value)
     assert info.value.workers == workers
 
@@ -320,7 +320,7 @@ def test_results_equal_dask_sync_on_the_cluster(cluster):
 
 @cluster_test
 def test_connect_forgets_the_caches_of_another_cluster(cluster):
-    _ray.check_feasible([{}], None, ["k"])  # fills the node cache for this cluster
+    _ray.node_records()  # fills the node cache for this cluster
     assert {n["NodeID"] for n in _ray._nodes_cache[1]} >= {cluster.head, cluster.gpu}
     _ray._session[0] = "another cluster's node"
     _ray._cpu_cache[:] = [float("inf"), 99]
@@ -339,7 +339,7 @@ def node_id():
 @pytest.mark.parametrize("form", ["workers", "node_affinity"])
 def test_remote_builds_the_affinity_strategy(cluster, form):
     """``_remote`` turns the plain-data affinity into a NodeAffinitySchedulingStrategy, and
-    resolves a ``workers`` form itself when ``check_feasible`` did not (submit called alone)."""
+    resolves a ``workers`` form itself when ``planning.feasible`` did not (submit called alone)."""
     import ray
     from dask._task_spec import Task
 
@@ -391,8 +391,8 @@ def test_tasks_on_persisted_blocks_run_where_the_blocks_are(cluster):
         assert ran_on(xp + 1) == homes
         with dask.config.set({"daskray.locality.min-bytes": 4 << 20}):  # blocks too small now
             graph = ingest.ingest(*_graph_of(xp + 1))
-            classes, options = scheduler._placed(graph, None, [{}])
-            assert classes is None and options == [{}]
+            classes = scheduler._placed(graph, planning.Classes({}))
+            assert classes.of is None and classes.options == [{}]
         with dask.config.set({"daskray.locality.enabled": False}):
             graph = ingest.ingest(*_graph_of(xp + 1))
             assert graph.flags is not None  # ObjectRef inputs, placement not asked for

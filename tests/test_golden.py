@@ -214,7 +214,7 @@ def bench_plans() -> dict:
 
     import dask
 
-    from daskray import bench, config, explain, ingest, scheduler
+    from daskray import bench, config, explain, ingest, planning
 
     pinned = {"daskray": copy.deepcopy(config.DEFAULTS), "dataframe.shuffle.method": "tasks"}
     out = {}
@@ -225,7 +225,7 @@ def bench_plans() -> dict:
                 out[f"bench-{name}"] = explain(obj, cpus=BENCH_CPUS).plan
             else:
                 graph = ingest.ingest(obj, keys)
-                out[f"bench-{name}"] = scheduler.make_plan(graph, BENCH_CPUS)
+                out[f"bench-{name}"] = planning.make_plan(graph, BENCH_CPUS)
     return out
 
 

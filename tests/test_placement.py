@@ -1,10 +1,20 @@
-"""daskray.locality.place on hand-made graphs (no Ray): which tasks get a soft node affinity."""
+"""daskray.planning.place on hand-made graphs (no Ray): which tasks get a soft node affinity."""
 
 from __future__ import annotations
 
-from daskray.locality import place
+from daskray import planning
 
 AFF = "scheduling_strategy"
+
+
+def place(indptr, indices, located, of, options, min_bytes):
+    """``planning.place`` on classes ``of``/``options``, as ``(of, options, home)``; the
+    classes given are left as they were."""
+    given = planning.Classes(options[0], None if of is None else list(of), options)
+    before = (given.of, list(given.options))
+    placed, home = planning.place(indptr, indices, located, given, min_bytes)
+    assert (given.of, given.options) == before
+    return placed.of, placed.options, home
 
 
 def csr(deps: list[list[int]]):

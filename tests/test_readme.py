@@ -12,8 +12,13 @@ import dask
 README = os.path.join(os.path.dirname(__file__), "..", "README.md")
 
 
+def _readme() -> str:
+    with open(README, encoding="utf-8") as f:
+        return f.read()
+
+
 def _blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", open(README).read(), flags=re.S)
+    return re.findall(r"```python\n(.*?)```", _readme(), flags=re.S)
 
 
 def test_readme_examples_run(ray_ctx, tmp_path, monkeypatch):
@@ -46,7 +51,7 @@ def test_readme_examples_run(ray_ctx, tmp_path, monkeypatch):
 
 def _commands() -> list[list[str]]:
     """The ``daskray ...`` lines of the README's command-line block, as argument lists."""
-    text = open(README).read()
+    text = _readme()
     block = re.search(r"## Command line\n\n```bash\n(.*?)```", text, flags=re.S).group(1)
     out = []
     for line in block.splitlines():

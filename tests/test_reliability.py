@@ -56,9 +56,14 @@ def total(*xs):
     return sum(xs)
 
 
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
 def flaky(counter, fail_times, value):
     """Raise ``ValueError`` on the first ``fail_times`` calls (counted in the file ``counter``)."""
-    n = int(open(counter).read()) + 1 if os.path.exists(counter) else 1
+    n = int(_read(counter)) + 1 if os.path.exists(counter) else 1
     with open(counter, "w") as f:
         f.write(str(n))
     if n <= fail_times:
@@ -92,7 +97,7 @@ def gated_sum(x, gate):
 
 
 def _attempts(counter):
-    return int(open(counter).read()) if os.path.exists(counter) else 0
+    return int(_read(counter)) if os.path.exists(counter) else 0
 
 
 # -- worker death ------------------------------------------------------------------------------

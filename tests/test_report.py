@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import daskray
-from daskray import bench, cli, ingest, report, scheduler, tuning
+from daskray import bench, cli, ingest, planning, report
 
 
 def _stream(rep):
@@ -32,7 +32,7 @@ def test_report_html_and_trace(ray_ctx, tmp_path):
     summary = rep.summary()
     assert len(summary) == 2
     first = summary[0]
-    planned = scheduler.make_plan(ingest.ingest(dsk, keys), 2)
+    planned = planning.make_plan(ingest.ingest(dsk, keys), 2)
     assert first["tasks"] == len(planned.order)
     assert first["ray_tasks"] == planned.ngroups
     assert first["plan_s"] >= 0 and first["run_s"] >= first["submit_s"] >= 0
@@ -64,7 +64,7 @@ def test_no_profiling_outside_a_report(ray_ctx, monkeypatch):
     real = _ray.submit
 
     def spy(*args, **kwargs):
-        seen.append(kwargs.get("profiles"))
+        seen.append(kwargs["observer"].profiles)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(_ray, "submit", spy)
@@ -88,7 +88,7 @@ def _spins_per_group(profile) -> list[int]:
     dsk, key = bench.uneven(1.0)
     with dask.config.set({"daskray.fusion.profile": profile}):
         graph = ingest.ingest(dsk, key)
-        plan = scheduler.make_plan(graph, 2)
+        plan = planning.make_plan(graph, 2)
     out = []
     for g in range(plan.ngroups):
         members, _, _ = plan.group(g)
@@ -111,9 +111,9 @@ def test_min_duration_keeps_groups_worth_a_ray_task():
     fast = {"prefixes": {"leaf": 1e-6, "reduce": 1e-6}, "default": 1e-6}
     graph = ingest.ingest(dsk, key)
     with dask.config.set({"daskray.fusion.profile": fast}):
-        assert scheduler.make_plan(graph, 2).ngroups == 1  # 1 ms of work: one Ray task
+        assert planning.make_plan(graph, 2).ngroups == 1  # 1 ms of work: one Ray task
         with dask.config.set({"daskray.fusion.min-duration": 0}):
-            assert scheduler.make_plan(graph, 2).ngroups > 4
+            assert planning.make_plan(graph, 2).ngroups > 4
 
 
 def test_tune_measures_and_the_profile_is_used(ray_ctx, tmp_path):
@@ -144,14 +144,14 @@ def test_tune_measures_and_the_profile_is_used(ray_ctx, tmp_path):
 )
 def test_bad_profiles_are_named(profile, match):
     with pytest.raises(ValueError, match=match):
-        tuning.load(profile)
+        planning.load_profile(profile)
 
 
 def test_profile_file_must_be_json(tmp_path):
     bad = tmp_path / "p.json"
     bad.write_text("{nope")
     with pytest.raises(ValueError, match="is not JSON"):
-        tuning.load(str(bad))
+        planning.load_profile(str(bad))
 
 
 def test_cli_tune(ray_ctx, tmp_path, capsys):

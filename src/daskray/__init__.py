@@ -15,6 +15,7 @@ Options live in ``dask.config`` under ``daskray.*`` (see :mod:`daskray.config`).
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from typing import Any
 
 import dask
@@ -34,7 +35,7 @@ from .report import performance_report
 from .scheduler import get, get_sync
 from .tuning import tune
 
-__version__ = "0.1.0"
+__version__ = version("daskray")
 
 #: names that ``scheduler=`` resolves to daskray once :func:`enable` has run
 SCHEDULER_NAMES = ("ray", "daskray")

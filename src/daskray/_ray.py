@@ -30,11 +30,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import ray
-from dask._task_spec import Alias, DataNode
 from dask.utils import key_split
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from .annotations import NODE_AFFINITY, WORKERS, ResourceError, WorkerError, freeze, thaw
+from ._compat import Alias, DataNode
+from .annotations import NODE_AFFINITY, WORKERS, freeze, thaw
+from .planning import Classes, is_strategy, resolve_workers
 from .worker import run_group, run_group_profiled
 
 _lock = threading.Lock()
@@ -127,8 +128,26 @@ def cluster_cpus() -> int:
     return _cpu_cache[1]
 
 
-def _nodes(max_age: float = 10.0) -> list:
-    """``ray.nodes()``, alive and dead, read at most every ``max_age`` seconds."""
+def connected_cpus() -> int | None:
+    """The connected cluster's CPUs, or None when this process has not connected to Ray."""
+    return cluster_cpus() if ray.is_initialized() else None
+
+
+def ray_version() -> str:
+    return ray.__version__
+
+
+def ray_dask_get() -> Any:
+    """Ray's own Dask-on-Ray scheduler (``ray.util.dask.ray_dask_get``): the anchor that the
+    demo and the benchmarks measure daskray against."""
+    from ray.util.dask import ray_dask_get
+
+    return ray_dask_get
+
+
+def node_records(max_age: float = 10.0) -> list:
+    """``ray.nodes()``, alive and dead, read at most every ``max_age`` seconds: the records
+    :func:`daskray.planning.feasible` checks a plan's options against."""
     now = time.monotonic()
     if now - _nodes_cache[0] > max_age:
         _nodes_cache[1] = ray.nodes()
@@ -153,7 +172,7 @@ def fetch(refs: list) -> list:
 
 def alive_nodes() -> int:
     """How many nodes of the cluster are alive (read at most every 10 s)."""
-    return sum(1 for n in _nodes() if n.get("Alive"))
+    return sum(1 for n in node_records() if n.get("Alive"))
 
 
 def object_locations(refs: list) -> list:
@@ -168,122 +187,6 @@ def object_locations(refs: list) -> list:
         nodes = loc.get("node_ids") or ()
         out.append((nodes[0], int(loc.get("object_size") or 0)) if nodes else (None, 0))
     return out
-
-
-def check_feasible(class_options: list, classes: list | None, names: list) -> None:
-    """Raise :class:`ResourceError` if some options class asks for more than any alive node
-    offers (GPUs on a cluster without them, an unknown custom resource, too much memory) --
-    or than the node a hard ``workers`` affinity pins it to: Ray would otherwise queue those
-    tasks forever (or fail them). Names the keys and the request.
-
-    Also resolves ``workers`` annotations, in place: a class's
-    ``scheduling_strategy=("workers", names, soft)`` becomes ``("node_affinity", node_id,
-    soft)`` (see :mod:`daskray.annotations`), or :class:`WorkerError` names the keys. A check
-    that fails on cached node data is repeated once on fresh data (a node just added).
-    """
-    try:
-        resolved = _feasible(class_options, classes, names, _nodes())
-    except (ResourceError, WorkerError):
-        resolved = _feasible(class_options, classes, names, _nodes(max_age=0.0))
-    for cls, strategy in resolved.items():
-        class_options[cls]["scheduling_strategy"] = strategy
-
-
-def _keys_of(cls: int, classes: list | None, names: list) -> list:
-    if classes is None:
-        return names[:5]
-    return [names[i] for i, c in enumerate(classes) if c == cls][:5]
-
-
-def _feasible(class_options: list, classes: list | None, names: list, records: list) -> dict:
-    """:func:`check_feasible` on ``records`` (``ray.nodes()``); returns the resolved
-    affinities ``{class: ("node_affinity", node_id, soft)}``."""
-    alive = [n for n in records if n.get("Alive")]
-    resolved = {}
-    for cls, opts in enumerate(class_options):
-        strategy = opts.get("scheduling_strategy")
-        if _is(strategy, WORKERS):
-            strategy = resolved[cls] = (
-                NODE_AFFINITY,
-                resolve_workers(strategy[1], strategy[2], records, _keys_of(cls, classes, names)),
-                strategy[2],
-            )
-        pinned = _is(strategy, NODE_AFFINITY) and not strategy[2]
-        nodes = [n for n in alive if n["NodeID"] == strategy[1]] if pinned else alive
-        need = {"CPU": opts.get("num_cpus", 1), "GPU": opts.get("num_gpus", 0)}
-        need["memory"] = opts.get("memory", 0)
-        need.update(opts.get("resources") or {})
-        need = {k: v for k, v in need.items() if v}
-        if any(all(n["Resources"].get(k, 0) >= v for k, v in need.items()) for n in nodes):
-            continue
-        keys = _keys_of(cls, classes, names)
-        hidden = ("node:", "object_store_memory")
-        offered = [
-            {k: v for k, v in n["Resources"].items() if not k.startswith(hidden)} for n in nodes
-        ]
-        where = (
-            f"the node {strategy[1]} they are pinned to (workers=..., allow_other_workers="
-            f"False) offers {offered[0] if offered else {}}"
-            if pinned
-            else f"the cluster's nodes offer {offered}"
-        )
-        raise ResourceError(
-            f"No Ray node can run the tasks {keys}{' ...' if len(keys) == 5 else ''}: they "
-            f"request {need}, and {where}. Lower the request (dask.annotate(resources=...), "
-            "ray_remote_args), pin them elsewhere or add nodes that have it.",
-            keys,
-            need,
-        )
-    return resolved
-
-
-def _is(strategy: Any, kind: str) -> bool:
-    return type(strategy) is tuple and len(strategy) == 3 and strategy[0] == kind
-
-
-def resolve_workers(workers: tuple, soft: bool, records: list, keys: Any) -> str:
-    """The node id a ``workers`` annotation pins its tasks to: the first entry naming an alive
-    node (node id, IP or hostname) in ``records`` (``ray.nodes()``).
-
-    Every entry must name a node the cluster knows, and an IP or hostname only one alive node
-    (else the choice would be arbitrary); with ``soft`` and none of them alive, the first dead
-    one (Ray then runs the tasks elsewhere). Otherwise :class:`WorkerError` names ``keys``.
-    """
-    chosen = dead = None
-    for w in workers:
-        matches = [n for n in records if n["NodeID"] == w] or [
-            n for n in records if w in (n.get("NodeManagerAddress"), n.get("NodeManagerHostname"))
-        ]
-        live = list(dict.fromkeys(n["NodeID"] for n in matches if n.get("Alive")))
-        if not matches:
-            problem = f"{w!r} is no node of the Ray cluster"
-        elif len(live) > 1:
-            problem = f"{w!r} is the address of {len(live)} alive nodes {live}"
-        else:
-            if chosen is None and live:
-                chosen = live[0]
-            if dead is None and not live:
-                dead = matches[0]["NodeID"]
-            continue
-        known = {n["NodeID"]: n.get("NodeManagerAddress") for n in records if n.get("Alive")}
-        raise WorkerError(
-            f"Invalid annotation workers={list(workers)!r} on keys {keys}: {problem}. Name "
-            "nodes by node id (ray.nodes(), ray.get_runtime_context().get_node_id()), or by an "
-            f"IP or hostname of exactly one node; the alive nodes (id: IP) are {known}.",
-            keys,
-            workers,
-        )
-    if chosen is None and soft:
-        chosen = dead
-    if chosen is None:
-        raise WorkerError(
-            f"Invalid annotation workers={list(workers)!r} on keys {keys}: none of these "
-            "nodes is alive. Pin the tasks to an alive node, or let them run elsewhere with "
-            "allow_other_workers=True.",
-            keys,
-            workers,
-        )
-    return chosen
 
 
 @ray.remote
@@ -309,10 +212,11 @@ def _remote(num_returns: int, name: str | None, remote_args: tuple, profiled: bo
         if name:
             opts["name"] = name
         strategy = opts.get("scheduling_strategy")
-        if _is(strategy, WORKERS):  # not resolved by check_feasible (submit called directly)
+        if is_strategy(strategy, WORKERS):  # not resolved by planning.feasible (submit alone)
             _, workers, soft = strategy
-            strategy = (NODE_AFFINITY, resolve_workers(workers, soft, _nodes(), [name]), soft)
-        if _is(strategy, NODE_AFFINITY):
+            node = resolve_workers(workers, soft, node_records(), [name])
+            strategy = (NODE_AFFINITY, node, soft)
+        if is_strategy(strategy, NODE_AFFINITY):
             opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
                 strategy[1], soft=bool(strategy[2])
             )
@@ -330,23 +234,20 @@ def submit(
     nodes: list,
     targets: list,
     *,
-    remote_args: dict,
+    classes: Classes,
     task_names: bool,
-    classes: list | None = None,
-    class_options: list | None = None,
-    progress: Any = None,
-    profiles: list | None = None,
+    observer: Any = None,
 ) -> list:
     """Submit every group of ``plan``; return one ObjectRef (or local value) per target.
 
     A target that is a plain DataNode comes back as ``(False, value)``, others as
-    ``(True, ref)``. ``classes[i]`` is node ``i``'s options class and ``class_options[c]`` the
-    Ray options of class ``c`` (all members of a group share one class); without them every
-    Ray task gets ``remote_args``. ``progress``, if given, hears ``submitted(g)`` for every
-    group as it is submitted and ``done(g)`` when it is seen finished (here or in
-    :func:`gather`): the execution-driven feed of dask's callbacks. With a ``profiles`` list,
-    every Ray task runs timed (:func:`daskray.worker.run_group_profiled`) and ``(group, ref
-    of its profile)`` is appended to the list, for :mod:`daskray.report`.
+    ``(True, ref)``. Every Ray task gets the options of its group's class (``classes.of[i]``
+    is node ``i``'s, and all members of a group share one). ``observer``, if given (a
+    :class:`daskray.scheduler.Observer`), hears ``submitted(g)`` for every group as it is
+    submitted and ``done(g)`` when it is seen finished (here or in :func:`gather`) when it
+    ``listens``; with a ``profiles`` list, every Ray task runs timed
+    (:func:`daskray.worker.run_group_profiled`) and ``(group, ref of its profile)`` is
+    appended to it, for :mod:`daskray.report`.
     """
     names = plan.names
     ng = plan.ngroups
@@ -361,9 +262,10 @@ def submit(
     target_set = set(targets)
     refs: dict = {}
     data: dict = {}
-    if class_options is None:
-        class_options = [remote_args]
-    frozen = [freeze(o) for o in class_options]
+    frozen = [freeze(o) for o in classes.options]
+    of = classes.of
+    progress = observer if observer is not None and observer.listens else None
+    profiles = observer.profiles if observer is not None else None
     put = ray.put
     watch = _Watch(progress)  # for gather: one ref per Ray task that may still run
 
@@ -405,7 +307,7 @@ def submit(
                 [names[i] for i in outs],
             )
             name = key_split(names[outs[-1]]) if task_names else None
-            opts = frozen[classes[members[m0]]] if classes is not None else frozen[0]
+            opts = frozen[of[members[m0]]] if of is not None else frozen[0]
             args = [ref_of(i) for i in ins]
             if profiles is None:
                 result = _remote(len(outs), name, opts).remote(spec, *args)

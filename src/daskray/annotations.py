@@ -37,7 +37,7 @@ affinity soft: Ray runs the task elsewhere when that node is gone or can never f
 
 Here the annotation only becomes plain data, ``scheduling_strategy=("workers", names, soft)``
 (options must stay hashable: they are frozen into classes); the Ray side
-(:func:`daskray._ray.check_feasible`, before anything is submitted) resolves the names
+(:func:`daskray.planning.feasible`, before anything is submitted) resolves the names
 against the cluster's nodes into ``("node_affinity", node_id, soft)``, and the Ray task is
 given a ``NodeAffinitySchedulingStrategy`` when its options are built. Every entry must name a
 node the cluster knows, and an IP or hostname exactly one alive node (nodes started on one
@@ -52,6 +52,9 @@ from collections.abc import Mapping
 from numbers import Real
 from typing import Any
 
+from dask.highlevelgraph import HighLevelGraph
+
+from ._compat import AnnotationsTombstone, HLGExpr, HLGExprSequence
 from ._graph import GraphError
 
 #: annotation names daskray maps to Ray options
@@ -70,7 +73,7 @@ class AnnotationError(GraphError, TypeError):
         return self.args[1]
 
 
-def _bad(key: Any, name: str, value: Any, expected: str) -> AnnotationError:
+def bad_annotation(key: Any, name: str, value: Any, expected: str) -> AnnotationError:
     return AnnotationError(
         f"Invalid annotation {name}={value!r} on key {key!r}: expected {expected}. "
         "Fix the dask.annotate(...) call (or the compute keyword) that sets it.",
@@ -89,13 +92,13 @@ def to_ray_options(ann: Mapping[str, Any], key: Any = None) -> dict[str, Any]:
     res = ann.get("resources")
     if res is not None:
         if not isinstance(res, Mapping):
-            raise _bad(key, "resources", res, "a dict such as {'GPU': 1, 'memory': 4e9}")
+            raise bad_annotation(key, "resources", res, "a dict such as {'GPU': 1, 'memory': 4e9}")
         custom = {}
         for name, amount in res.items():
             if not isinstance(name, str) or isinstance(amount, bool):
-                raise _bad(key, "resources", res, "resource names mapped to amounts >= 0")
+                raise bad_annotation(key, "resources", res, "resource names mapped to amounts >= 0")
             if not isinstance(amount, Real) or amount < 0:
-                raise _bad(key, "resources", res, "resource names mapped to amounts >= 0")
+                raise bad_annotation(key, "resources", res, "resource names mapped to amounts >= 0")
             if name == "CPU":
                 opts["num_cpus"] = amount
             elif name == "GPU":
@@ -109,7 +112,7 @@ def to_ray_options(ann: Mapping[str, Any], key: Any = None) -> dict[str, Any]:
     retries = ann.get("retries")
     if retries is not None:
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < -1:
-            raise _bad(key, "retries", retries, "an int >= 0 (or -1: retry forever)")
+            raise bad_annotation(key, "retries", retries, "an int >= 0 (or -1: retry forever)")
         opts["max_retries"] = retries
         opts["retry_exceptions"] = True
     workers = ann.get("workers")
@@ -117,13 +120,13 @@ def to_ray_options(ann: Mapping[str, Any], key: Any = None) -> dict[str, Any]:
         names = _worker_names(workers, key)
         soft = ann.get("allow_other_workers")
         if soft is not None and not isinstance(soft, bool):
-            raise _bad(key, "allow_other_workers", soft, "True or False")
+            raise bad_annotation(key, "allow_other_workers", soft, "True or False")
         if names:
             opts["scheduling_strategy"] = (WORKERS, names, bool(soft))
     rra = ann.get("ray_remote_args")
     if rra is not None:
         if not isinstance(rra, Mapping):
-            raise _bad(key, "ray_remote_args", rra, "a dict of Ray task options")
+            raise bad_annotation(key, "ray_remote_args", rra, "a dict of Ray task options")
         opts.update(rra)
     return opts
 
@@ -135,12 +138,12 @@ def _worker_names(workers: Any, key: Any) -> tuple[str, ...]:
         workers = [workers]
     elif isinstance(workers, (set, frozenset)):
         if not all(isinstance(w, str) for w in workers):
-            raise _bad(key, "workers", workers, expected)
+            raise bad_annotation(key, "workers", workers, expected)
         workers = sorted(workers)
     elif not isinstance(workers, (list, tuple)):
-        raise _bad(key, "workers", workers, expected)
+        raise bad_annotation(key, "workers", workers, expected)
     if not all(isinstance(w, str) and w.strip() for w in workers):
-        raise _bad(key, "workers", workers, expected)
+        raise bad_annotation(key, "workers", workers, expected)
     return tuple(dict.fromkeys(w.strip() for w in workers))
 
 
@@ -194,11 +197,8 @@ def thaw(value: Any) -> Any:
 
 def graph_and_annotations(dsk: Any) -> tuple[Any, dict[str, dict]]:
     """The task mapping to run and its annotations ``{name: {key: value}}`` (see module doc)."""
-    from dask._expr import HLGExpr, _HLGExprSequence
-    from dask.highlevelgraph import HighLevelGraph
-
-    if isinstance(dsk, (HLGExpr, _HLGExprSequence)):
-        parts = list(dsk.operands) if isinstance(dsk, _HLGExprSequence) else [dsk]
+    if isinstance(dsk, (HLGExpr, HLGExprSequence)):
+        parts = list(dsk.operands) if isinstance(dsk, HLGExprSequence) else [dsk]
         if all(isinstance(p, HLGExpr) for p in parts):
             hlgs = [p.hlg for p in parts]
             if any(layer.annotations for h in hlgs for layer in h.layers.values()):
@@ -220,12 +220,10 @@ def graph_and_annotations(dsk: Any) -> tuple[Any, dict[str, dict]]:
 
 
 def _layer_annotations(hlg: Any) -> dict[str, dict]:
-    from dask._expr import _AnnotationsTombstone
-
     out: dict[str, dict] = {}
     for layer in hlg.layers.values():
         for name, value in (layer.annotations or {}).items():
-            if name not in KNOWN or isinstance(value, _AnnotationsTombstone):
+            if name not in KNOWN or isinstance(value, AnnotationsTombstone):
                 continue
             per_key = out.setdefault(name, {})
             if callable(value):
@@ -233,58 +231,3 @@ def _layer_annotations(hlg: Any) -> dict[str, dict]:
             else:
                 per_key.update(dict.fromkeys(layer, value))
     return out
-
-
-def classes_of(
-    names: list, index: dict, annotations: dict[str, dict], base: dict[str, Any]
-) -> tuple[list | None, list[dict]]:
-    """Per-node class ids and the Ray options of each class (class 0: ``base`` options).
-
-    Returns ``(None, [base])`` when no node has options of its own.
-    """
-    from dask._expr import _AnnotationsTombstone
-
-    per_key: dict[Any, dict] = {}
-    for name in OPTIONS:
-        for key, value in annotations.get(name, {}).items():
-            if key in index and not isinstance(value, _AnnotationsTombstone):
-                per_key.setdefault(key, {})[name] = value
-    if not per_key:
-        return None, [base]
-    table: dict[Any, int] = {freeze(base): 0}
-    options = [base]
-    classes = [0] * len(names)
-    for key, ann in per_key.items():
-        opts = dict(base)
-        own = to_ray_options(ann, key)
-        if "resources" in own and "resources" in base:
-            own["resources"] = {**base["resources"], **own["resources"]}
-        opts.update(own)
-        frozen = freeze(opts)
-        cls = table.get(frozen)
-        if cls is None:
-            cls = table[frozen] = len(options)
-            options.append(opts)
-        classes[index[key]] = cls
-    return (classes if len(options) > 1 else None), options
-
-
-def priorities_of(names: list, index: dict, annotations: dict[str, dict]) -> list | None:
-    """Per-node ``priority`` annotations (higher is submitted earlier; default 0), or None.
-
-    >>> priorities_of(["a", "b"], {"a": 0, "b": 1}, {"priority": {"b": 5}})
-    [0, 5]
-    """
-    from dask._expr import _AnnotationsTombstone
-
-    given = annotations.get("priority")
-    if not given:
-        return None
-    out = [0] * len(names)
-    for key, value in given.items():
-        if key not in index or isinstance(value, _AnnotationsTombstone):
-            continue
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _bad(key, "priority", value, "an int (higher runs earlier)")
-        out[index[key]] = value
-    return out if any(out) else None

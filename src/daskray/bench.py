@@ -27,17 +27,20 @@ def add_all(*xs):
     return sum(xs)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Workload:
     name: str
     make: Callable[[float], tuple[Any, Any]]  # scale -> (graph or collection, keys or None)
-    kind: str  # "tiny" | "compute" | "shuffle" | "huge"
 
-    def run(self, get: Callable, scale: float) -> Any:
+    def describe(self, scale: float) -> str:
+        """The workload's name and its number of dask tasks at ``scale``.
+
+        >>> WORKLOADS["tiny-tree"].describe(0.01)
+        'tiny-tree (208 dask tasks)'
+        """
         obj, keys = self.make(scale)
-        if keys is None:
-            return obj.compute(scheduler=get)
-        return get(obj, keys)
+        tasks = len(obj) if keys is not None else len(obj.__dask_graph__())
+        return f"{self.name} ({tasks:,} dask tasks)"
 
 
 def _n(base: int, scale: float, lo: int = 2) -> int:
@@ -154,15 +157,15 @@ def uneven(scale: float):
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in [
-        Workload("tiny-tree", tiny_tree, "tiny"),
-        Workload("chains", chains, "tiny"),
-        Workload("ones-sum", ones_sum, "tiny"),
-        Workload("transpose", transpose_mean, "compute"),
-        Workload("matmul", matmul, "compute"),
-        Workload("groupby", groupby_agg, "compute"),
-        Workload("shuffle", tasks_shuffle, "shuffle"),
-        Workload("million", huge, "huge"),
-        Workload("uneven", uneven, "compute"),
+        Workload("tiny-tree", tiny_tree),
+        Workload("chains", chains),
+        Workload("ones-sum", ones_sum),
+        Workload("transpose", transpose_mean),
+        Workload("matmul", matmul),
+        Workload("groupby", groupby_agg),
+        Workload("shuffle", tasks_shuffle),
+        Workload("million", huge),
+        Workload("uneven", uneven),
     ]
 }
 
@@ -182,9 +185,9 @@ def schedulers(names: list[str]) -> dict[str, Callable]:
 
             out[name] = partial(daskray.get, fuse=False)
         elif name == "ray_dask_get":
-            from ray.util.dask import ray_dask_get
+            from daskray import _ray
 
-            out[name] = ray_dask_get
+            out[name] = _ray.ray_dask_get()
         elif name == "threads":
             import dask.threaded
 

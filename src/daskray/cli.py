@@ -17,21 +17,17 @@ import sys
 from typing import Any
 
 
-def info(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="daskray info", description="versions and cluster")
-    parser.add_argument("--address", default=None, help="Ray address (default: a local Ray)")
-    args = parser.parse_args(argv)
+def info(args: argparse.Namespace) -> int:
     import dask
-    import ray
 
     import daskray
     from daskray import _graph, _ray
 
     print(f"daskray {daskray.__version__}")
     print(f"compiled core: {_graph.COMPILED} ({_graph.plan.__module__})")
-    print(f"ray {ray.__version__}, dask {dask.__version__}, python {sys.version.split()[0]}")
+    print(f"ray {_ray.ray_version()}, dask {dask.__version__}, python {sys.version.split()[0]}")
     with _ray.local_ray(address=args.address):
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        nodes = [n for n in _ray.node_records(max_age=0.0) if n.get("Alive")]
         print(f"ray cluster: {len(nodes)} node(s)")
         for n in nodes:
             res = {
@@ -43,32 +39,15 @@ def info(argv: list[str]) -> int:
     return 0
 
 
-def bench(argv: list[str]) -> int:
+def bench(args: argparse.Namespace) -> int:
+    from daskray import _ray
     from daskray import bench as workloads
 
-    parser = argparse.ArgumentParser(
-        prog="daskray bench", description="run benchmark workloads side by side"
-    )
-    parser.add_argument(
-        "workloads",
-        nargs="*",
-        metavar="WORKLOAD",
-        help=f"any of {', '.join(workloads.WORKLOADS)} (default: all but 'million')",
-    )
-    parser.add_argument("--schedulers", default="daskray,ray_dask_get,threads,sync")
-    parser.add_argument("--scale", type=float, default=1.0, help="1.0: the target sizes")
-    parser.add_argument("--repeat", type=int, default=1, help="timed runs (best is kept)")
-    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray")
-    parser.add_argument("--output", default="daskray-bench", help="writes OUTPUT.json/.png")
-    args = parser.parse_args(argv)
     names = args.workloads or [w for w in workloads.WORKLOADS if w != "million"]
     unknown = [w for w in names if w not in workloads.WORKLOADS]
     if unknown:
-        parser.error(f"unknown workloads {unknown}; choose from {list(workloads.WORKLOADS)}")
+        args.parser.error(f"unknown workloads {unknown}; choose from {list(workloads.WORKLOADS)}")
     gets = workloads.schedulers(args.schedulers.split(","))
-
-    from daskray import _ray
-
     rows: list[dict[str, Any]] = []
     with _ray.local_ray(args.num_cpus):
         for name in names:
@@ -94,25 +73,12 @@ def bench(argv: list[str]) -> int:
     return 0 if all(r["agree"] for r in rows) else 1
 
 
-def tune(argv: list[str]) -> int:
-    from daskray import bench as workloads
-
-    parser = argparse.ArgumentParser(
-        prog="daskray tune",
-        description="measure a workload's task durations and write a fusion profile; "
-        "show its run time before and after",
-    )
-    parser.add_argument("workload", metavar="WORKLOAD", choices=list(workloads.WORKLOADS))
-    parser.add_argument("--scale", type=float, default=1.0, help="1.0: the target sizes")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs each (best is kept)")
-    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray")
-    parser.add_argument("--output", default="daskray-profile.json", help="the profile to write")
-    args = parser.parse_args(argv)
-
+def tune(args: argparse.Namespace) -> int:
     import dask
 
     import daskray
     from daskray import _ray
+    from daskray import bench as workloads
 
     w = workloads.WORKLOADS[args.workload]
     with _ray.local_ray(args.num_cpus):
@@ -167,18 +133,65 @@ def chart(report: dict, path: str) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv.pop(0) if argv and not argv[0].startswith("-") else "demo"
-    if command == "demo":
-        from .demo import main as demo
+def parser() -> argparse.ArgumentParser:
+    """The ``daskray`` command line: one subcommand per job (see the module docstring)."""
+    from daskray import bench as workloads
 
-        return demo(argv)
-    if command == "bench":
-        return bench(argv)
-    if command == "info":
-        return info(argv)
-    if command == "tune":
-        return tune(argv)
-    print(f"unknown command {command!r}; use: daskray [demo|bench|tune|info] ...", file=sys.stderr)
-    return 2
+    top = argparse.ArgumentParser(
+        prog="daskray",
+        description="daskray: a Dask scheduler on Ray. Without a command, runs the demo.",
+    )
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+
+    p = sub.add_parser("demo", help="dask.array and dask.dataframe work: daskray vs ray_dask_get")
+    p.add_argument("--small", action="store_true", help="smaller data, for a quick run")
+    p.add_argument("--repeat", type=int, default=2, help="timed runs per scheduler")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray")
+    p.set_defaults(run=_demo)
+
+    p = sub.add_parser("bench", help="run benchmark workloads side by side (JSON + PNG)")
+    p.add_argument(
+        "workloads",
+        nargs="*",
+        metavar="WORKLOAD",
+        help=f"any of {', '.join(workloads.WORKLOADS)} (default: all but 'million')",
+    )
+    p.add_argument("--schedulers", default="daskray,ray_dask_get,threads,sync")
+    p.add_argument("--scale", type=float, default=1.0, help="1.0: the target sizes")
+    p.add_argument("--repeat", type=int, default=1, help="timed runs (best is kept)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray")
+    p.add_argument("--output", default="daskray-bench", help="writes OUTPUT.json/.png")
+    p.set_defaults(run=bench, parser=p)
+
+    p = sub.add_parser(
+        "tune",
+        help="measure a workload's task durations into a fusion profile",
+        description="measure a workload's task durations and write a fusion profile; "
+        "show its run time before and after",
+    )
+    p.add_argument("workload", metavar="WORKLOAD", choices=list(workloads.WORKLOADS))
+    p.add_argument("--scale", type=float, default=1.0, help="1.0: the target sizes")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs each (best is kept)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray")
+    p.add_argument("--output", default="daskray-profile.json", help="the profile to write")
+    p.set_defaults(run=tune)
+
+    p = sub.add_parser("info", help="versions, the compiled core, the Ray cluster's nodes")
+    p.add_argument("--address", default=None, help="Ray address (default: a local Ray)")
+    p.set_defaults(run=info)
+    return top
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run
+
+    return run(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``daskray [COMMAND] ...``; no command (or only options) runs the demo."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = ["demo", *argv]
+    args = parser().parse_args(argv)
+    return args.run(args)

@@ -47,7 +47,7 @@ DEFAULTS: dict[str, Any] = {
         "min-duration": 0.005,
     },
     "locality": {
-        # soft node affinity for tasks reading persisted values (see daskray.locality)
+        # soft node affinity for tasks reading persisted values (see daskray.planning)
         "enabled": True,
         # ... when the node holding most of a task's persisted input holds at least this much
         "min-bytes": 1_048_576,

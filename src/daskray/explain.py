@@ -13,9 +13,10 @@ from typing import Any
 
 from dask.utils import key_split
 
+from ._compat import FinalizeCompute
 from ._graph import Plan
 from .ingest import Graph, ingest
-from .scheduler import make_plan
+from .planning import make_plan
 
 
 @dataclass
@@ -81,7 +82,6 @@ def explain(
     """
     import os
 
-    from dask._expr import FinalizeCompute
     from dask.base import collections_to_expr
     from dask.core import flatten
 
@@ -91,14 +91,9 @@ def explain(
     keys = list(flatten(expr.__dask_keys__()))
     graph = ingest(expr, keys)
     if cpus is None:
-        import ray
+        from . import _ray
 
-        if ray.is_initialized():
-            from ._ray import cluster_cpus
-
-            cpus = cluster_cpus()
-        else:
-            cpus = os.cpu_count() or 1
+        cpus = _ray.connected_cpus() or os.cpu_count() or 1
     plan = make_plan(graph, cpus, fuse)
     groups = []
     for g in range(plan.ngroups):

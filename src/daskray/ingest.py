@@ -23,9 +23,8 @@ from itertools import repeat
 from operator import attrgetter
 from typing import Any
 
-from dask._task_spec import Alias, DataNode, GraphNode, Task, convert_legacy_graph
-
 from . import _graph
+from ._compat import Alias, DataNode, GraphNode, Task, convert_legacy_graph
 from ._graph import InvalidKeyError, MissingDependencyError
 from .annotations import graph_and_annotations
 from .futures import RayFuture, persisted
@@ -43,13 +42,12 @@ class Graph:
         "indices",
         "targets",
         "request",
-        "source",
         "flags",
         "annotations",
     )
 
     def __init__(
-        self, names, nodes, index, indptr, indices, targets, request, source, flags, annotations
+        self, names, nodes, index, indptr, indices, targets, request, flags, annotations
     ):
         self.flags = flags
         self.annotations = annotations
@@ -60,7 +58,6 @@ class Graph:
         self.indices = indices
         self.targets = targets
         self.request = request
-        self.source = source
 
     def repack(self, values: list) -> Any:
         """Arrange ``values`` (one per entry of ``targets``) as the request was nested."""
@@ -98,20 +95,20 @@ def _flags(nodes: list, types: set) -> list | None:
     """
     base = GraphNode.block_fusion
     special = {t for t in types if t.block_fusion is not base}
-    refs = DataNode in types and any(_is_object_ref(n.value) for n in nodes if type(n) is DataNode)
+    refs = DataNode in types and any(is_object_ref(n.value) for n in nodes if type(n) is DataNode)
     if not special and not refs:
         return None
     flags = [
         _graph.BLOCK_FUSION
         if (type(n) in special and n.block_fusion)
-        or (type(n) is DataNode and _is_object_ref(n.value))
+        or (type(n) is DataNode and is_object_ref(n.value))
         else 0
         for n in nodes
     ]
     return flags if any(flags) else None
 
 
-def _is_object_ref(value: Any) -> bool:
+def is_object_ref(value: Any) -> bool:
     t = type(value)
     return t.__name__ == "ObjectRef" and t.__module__.startswith("ray")
 
@@ -187,7 +184,6 @@ def _hashable(k: Any) -> bool:
 
 def ingest(dsk: Any, keys: Any) -> Graph:
     """Normalize ``dsk`` and ``keys`` into a :class:`Graph`; raise on bad input."""
-    source = dsk
     mapping, annotations = graph_and_annotations(dsk)
     if not isinstance(mapping, dict):
         mapping = dict(mapping)  # materialize a HighLevelGraph's layers
@@ -234,4 +230,4 @@ def ingest(dsk: Any, keys: Any) -> Graph:
             + (f" ... and {len(missing) - 10} more" if len(missing) > 10 else "")
         )
     flags = _flags(nodes, types)
-    return Graph(names, nodes, index, indptr, indices, targets, keys, source, flags, annotations)
+    return Graph(names, nodes, index, indptr, indices, targets, keys, flags, annotations)

@@ -268,7 +268,7 @@ class performance_report:
         """The report as one self-contained HTML page (inline CSS and SVG, no scripts)."""
         from importlib.metadata import version
 
-        from . import __version__, _graph
+        from . import _graph
 
         e = html.escape
         parts = [
@@ -276,7 +276,7 @@ class performance_report:
             f"<title>{e(self.title)}</title><style>{_CSS}</style></head><body>",
             f"<h1>{e(self.title)}</h1>",
             f"<p class='meta'>{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(self.opened))}"
-            f" &middot; {self.closed - self.opened:.2f} s &middot; daskray {__version__}"
+            f" &middot; {self.closed - self.opened:.2f} s &middot; daskray {version('daskray')}"
             f" (compiled core: {_graph.COMPILED}) &middot; ray {version('ray')}"
             f" &middot; dask {version('dask')}</p>",
             "<h2>Computes: plan time vs run time</h2>",

@@ -20,15 +20,16 @@ import time
 from contextlib import contextmanager
 from typing import Any
 
-from dask._task_spec import DataNode
 from dask.callbacks import local_callbacks, unpack_callbacks
 from dask.utils import key_split
 
-from . import _graph, locality, report, tuning
-from .annotations import classes_of, priorities_of, to_ray_options
+from . import _graph, planning, report
+from ._compat import CompositeExpr, ExprSequence
+from .annotations import ResourceError, WorkerError, to_ray_options
 from .config import option
 from .futures import RayFuture
-from .ingest import Graph, _is_object_ref, ingest
+from .ingest import Graph, ingest
+from .planning import Classes, make_plan
 from .worker import run_group
 
 #: annotations that get(...) also takes as compute-wide defaults
@@ -46,56 +47,13 @@ _DASK_LOCAL_KWARGS = (
 )
 
 
-def _weights(total: int, cpus: int, fuse: bool | None) -> tuple[int, int]:
-    """``(group_weight, bundle_weight)`` for a graph of ``total`` weight on ``cpus`` CPUs.
-
-    Groups aim at ``fusion.groups-per-cpu`` per CPU; bundles of independent sources or sinks
-    are smaller again by that factor, since everything downstream of a source bundle waits
-    for all of it.
-    """
-    if fuse is None:
-        fuse = option("fusion.enabled")
-    if not fuse:
-        return 1, 1
-    per_cpu = max(1, int(option("fusion.groups-per-cpu")))
-    lo = max(1, int(option("fusion.min-group-size")))
-    hi = max(lo, int(option("fusion.max-group-size")))
-    group = min(hi, max(lo, -(-total // (cpus * per_cpu))))
-    return group, max(lo, group // per_cpu)
-
-
-def make_plan(
-    graph: Graph, cpus: int, fuse: bool | None = None, classes: list | None = None
-) -> _graph.Plan:
-    """Run the compiled core over an ingested graph (``classes``: per-node options class)."""
-    priorities = priorities_of(graph.names, graph.index, graph.annotations)
-    # the core's default cost of a node is 1 + its number of dependencies
-    group, bundle = _weights(len(graph.nodes) + len(graph.indices), cpus, fuse)
-    costs = None
-    profile = tuning.load(option("fusion.profile")) if group > 1 else None
-    if profile is not None:  # measured durations (daskray.tune): weights in microseconds
-        costs = tuning.weights(graph.names, profile)
-        group, bundle = tuning.group_weight(sum(costs), cpus)
-    options = _graph.PlanOptions(
-        group_weight=group,
-        bundle_weight=bundle,
-        split_fanout=int(option("fusion.split-fanout")) if group > 1 else 0,
-        cluster_fanout=int(option("fusion.cluster-fanout")),
-        weights=costs,
-        classes=classes,
-        flags=graph.flags,
-        priorities=priorities,
-    )
-    return _graph.plan(graph.names, graph.indptr, graph.indices, graph.targets, options)
-
-
-def run_local(plan: _graph.Plan, graph: Graph, progress: Any = None) -> list:
+def run_local(plan: _graph.Plan, graph: Graph, observer: Observer | None = None) -> list:
     """Run ``plan`` group by group in this process; return the targets' values."""
     names, nodes = graph.names, graph.nodes
     values: dict = {}
     for g in range(plan.ngroups):
-        if progress is not None:
-            progress.submitted(g)
+        if observer is not None:
+            observer.submitted(g)
         members, inputs, outputs = plan.group(g)
         spec = (
             [nodes[i] for i in members],
@@ -107,8 +65,8 @@ def run_local(plan: _graph.Plan, graph: Graph, progress: Any = None) -> list:
             values[outputs[0]] = result
         else:
             values.update(zip(outputs, result))
-        if progress is not None:
-            progress.done(g)
+        if observer is not None:
+            observer.done(g)
     return [values[t] for t in graph.targets]
 
 
@@ -149,115 +107,150 @@ def get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
 
 
 def _compute(dsk: Any, keys: Any, kwargs: dict, fetch: bool) -> Any:
-    """:func:`get`'s steps; ``fetch=False`` (persist) answers ``(graph, handles)``: an
+    """:func:`get`'s pipeline; ``fetch=False`` (persist) answers ``(graph, handles)``: an
     ObjectRef, or a local value, per requested key, left where it is."""
-    debug = bool(kwargs.pop("debug", False))
-    fuse = kwargs.pop("fuse", None)
-    remote_args = kwargs.pop("ray_remote_args", None)
-    defaults = {k: kwargs.pop(k) for k in _COMPUTE_ANNOTATIONS if k in kwargs}
-    if "retries" not in defaults and option("retries") is not None:
-        defaults["retries"] = option("retries")
-    address = kwargs.pop("address", None)
-    num_cpus = kwargs.pop("num_cpus", None)
-    callbacks = kwargs.pop("callbacks", None)
-    for k in _DASK_LOCAL_KWARGS:
-        kwargs.pop(k, None)
-    if kwargs:
-        raise TypeError(f"daskray.get got unexpected keyword arguments: {sorted(kwargs)}")
-
-    recorder = report.active()
+    request = _Request(kwargs)
     started = time.time()
     with gc_paused():
         graph = ingest(dsk, keys)
-        base = dict(option("ray-remote-args"))
-        base.update(remote_args or {})
-        base.update(to_ray_options(defaults, "<compute keywords>"))
-        classes, class_options = classes_of(graph.names, graph.index, graph.annotations, base)
+        classes = planning.option_classes(graph, request.base)
     if not graph.targets:
         return graph.repack([]) if fetch else (graph, [])
-    if debug:
-        plan = make_plan(graph, os.cpu_count() or 1, fuse, classes)
-        with _relayed(plan, graph, callbacks) as relay:
-            values = run_local(plan, graph, relay)
+    if request.debug:
+        plan = make_plan(graph, os.cpu_count() or 1, request.fuse, classes)
+        with observing(plan, graph, request.callbacks, None) as observer:
+            values = run_local(plan, graph, observer)
         return graph.repack(values) if fetch else (graph, [(False, v) for v in values])
 
     from . import _ray
 
-    _ray.connect(option("address", address), option("num-cpus", num_cpus), option("init-kwargs"))
-    if graph.flags is not None and option("locality.enabled"):
-        classes, class_options = _placed(graph, classes, class_options)
-    if classes is not None or any(class_options[0].values()):
-        _ray.check_feasible(class_options, classes, graph.names)
+    _ray.connect(request.address, request.num_cpus, option("init-kwargs"))
+    classes = _feasible(_placed(graph, classes), graph.names)
     with gc_paused():
-        plan = make_plan(graph, _ray.cluster_cpus(), fuse, classes)
-    record = None
-    if recorder is not None:
-        label = report.label_of(graph.names, graph.targets)
-        record = recorder.start(label, len(plan.order), started)
-    with _relayed(plan, graph, callbacks) as relay:
+        plan = make_plan(graph, _ray.cluster_cpus(), request.fuse, classes)
+    with observing(plan, graph, request.callbacks, started) as observer:
         with gc_paused():
             handles = _ray.submit(
                 plan,
                 graph.nodes,
                 graph.targets,
-                remote_args=base,
-                task_names=bool(option("task-names")),
                 classes=classes,
-                class_options=class_options,
-                progress=relay,
-                profiles=record.refs if record is not None else None,
+                task_names=bool(option("task-names")),
+                observer=observer,
             )
-        if record is not None:
-            record.submitted = time.time()
-            record.describe(plan)
+        observer.sent(plan)
         del plan
         if not fetch:
             return graph, handles
         values = _ray.gather(handles)
-        if record is not None:
-            record.finished = time.time()
+        observer.gathered()
         return graph.repack(values)
 
 
-def _placed(graph: Graph, classes: list | None, class_options: list) -> tuple:
-    """Locality hints (:mod:`daskray.locality`) for the tasks reading values that already
-    live in Ray's object store (persisted values, ObjectRefs in the graph), on a cluster of more
-    than one node."""
+class _Request:
+    """:func:`get`'s keywords, read once: what to run how, and the base Ray options."""
+
+    __slots__ = ("debug", "fuse", "base", "address", "num_cpus", "callbacks")
+
+    def __init__(self, kwargs: dict) -> None:
+        self.debug = bool(kwargs.pop("debug", False))
+        self.fuse = kwargs.pop("fuse", None)
+        remote_args = kwargs.pop("ray_remote_args", None)
+        defaults = {k: kwargs.pop(k) for k in _COMPUTE_ANNOTATIONS if k in kwargs}
+        if "retries" not in defaults and option("retries") is not None:
+            defaults["retries"] = option("retries")
+        self.address = option("address", kwargs.pop("address", None))
+        self.num_cpus = option("num-cpus", kwargs.pop("num_cpus", None))
+        self.callbacks = kwargs.pop("callbacks", None)
+        for k in _DASK_LOCAL_KWARGS:
+            kwargs.pop(k, None)
+        if kwargs:
+            raise TypeError(f"daskray.get got unexpected keyword arguments: {sorted(kwargs)}")
+        base = dict(option("ray-remote-args"))
+        base.update(remote_args or {})
+        base.update(to_ray_options(defaults, "<compute keywords>"))
+        self.base = base
+
+
+def _placed(graph: Graph, classes: Classes) -> Classes:
+    """Locality hints (:func:`daskray.planning.place`) for the tasks reading values that
+    already live in Ray's object store, on a cluster of more than one node."""
     from . import _ray
 
-    if _ray.alive_nodes() < 2:  # (cached) before any pass over the graph
-        return classes, class_options
-    nodes = graph.nodes
-    held = [
-        i
-        for i, f in enumerate(graph.flags)
-        if f and type(nodes[i]) is DataNode and _is_object_ref(nodes[i].value)
-    ]
+    if graph.flags is None or not option("locality.enabled") or _ray.alive_nodes() < 2:
+        return classes
+    held = planning.held_values(graph)
     if not held:
-        return classes, class_options
-    where = _ray.object_locations([nodes[i].value for i in held])
+        return classes
+    where = _ray.object_locations([graph.nodes[i].value for i in held])
     located = {i: w for i, w in zip(held, where) if w[0] is not None}
-    classes, class_options, _ = locality.place(
-        graph.indptr,
-        graph.indices,
-        located,
-        classes,
-        class_options,
-        int(option("locality.min-bytes")),
-    )
-    return classes, class_options
+    min_bytes = int(option("locality.min-bytes"))
+    return planning.place(graph.indptr, graph.indices, located, classes, min_bytes)[0]
+
+
+def _feasible(classes: Classes, names: list) -> Classes:
+    """:func:`daskray.planning.feasible` on the cluster's node records; a check that fails on
+    cached records is repeated once on fresh ones (a node just added)."""
+    from . import _ray
+
+    if not classes.needs_check():
+        return classes
+    try:
+        return planning.feasible(classes, names, _ray.node_records())
+    except (ResourceError, WorkerError):
+        return planning.feasible(classes, names, _ray.node_records(max_age=0.0))
+
+
+class Observer:
+    """Everything that watches a compute, as one object passed down the pipeline: dask's
+    callbacks (a :class:`Relay`, or None) and the active performance report's record of the
+    compute (or None). :func:`daskray._ray.submit` calls ``submitted(g)``/``done(g)`` when it
+    ``listens`` and appends the Ray tasks' profile refs to ``profiles`` when it is a list."""
+
+    __slots__ = ("relay", "record", "profiles", "listens")
+
+    def __init__(self, relay: Relay | None, record: Any) -> None:
+        self.relay = relay
+        self.record = record
+        self.profiles = record.refs if record is not None else None
+        self.listens = relay is not None
+
+    def submitted(self, g: int) -> None:
+        if self.relay is not None:
+            self.relay.submitted(g)
+
+    def done(self, g: int) -> None:
+        if self.relay is not None:
+            self.relay.done(g)
+
+    def sent(self, plan: _graph.Plan) -> None:
+        """Every group is submitted."""
+        if self.record is not None:
+            self.record.submitted = time.time()
+            self.record.describe(plan)
+
+    def gathered(self) -> None:
+        """The values are back."""
+        if self.record is not None:
+            self.record.finished = time.time()
 
 
 @contextmanager
-def _relayed(plan: _graph.Plan, graph: Graph, callbacks: Any):
-    """The active dask callbacks (``callbacks=`` or ``Callback.active``) as a :class:`Relay`,
-    finished (``errored`` or not) on the way out; None when there are none."""
+def observing(plan: _graph.Plan, graph: Graph, callbacks: Any, started: float | None):
+    """The compute's :class:`Observer`: the active dask callbacks (``callbacks=`` or
+    ``Callback.active``), finished (``errored`` or not) on the way out, and -- unless
+    ``started`` is None (a local run) -- a record in the active performance report."""
+    recorder = report.active() if started is not None else None
+    record = None
+    if recorder is not None:
+        label = report.label_of(graph.names, graph.targets)
+        record = recorder.start(label, len(plan.order), started)
     if callbacks is not None:  # Callback objects as well as dask's 5-tuples
         callbacks = [getattr(cb, "_callback", cb) for cb in callbacks]
     with local_callbacks(callbacks) as active:
         relay = Relay(plan, graph, active) if active else None
         try:
-            yield relay
+            yield Observer(relay, record)
         except BaseException:
             if relay is not None:
                 relay.finish(errored=True)
@@ -341,12 +334,11 @@ def persist(collections: list, optimize_graph: bool = True, **kwargs: Any) -> li
     import functools
 
     import dask
-    from dask._expr import CompositeExpr, _ExprSequence
     from dask.base import collections_to_expr
     from dask.core import flatten
 
     expr = collections_to_expr(collections, optimize_graph)
-    parts = list(expr.operands) if isinstance(expr, _ExprSequence) else [expr]
+    parts = list(expr.operands) if isinstance(expr, ExprSequence) else [expr]
     if any(isinstance(e, CompositeExpr) for e in parts):
         return list(dask.persist(*collections, scheduler=functools.partial(get, **kwargs)))
     expr = expr.optimize()

@@ -14,24 +14,18 @@ prefix to a JSON profile::
      "prefixes": {"spin": 0.04, "inc": 1.1e-06, ...}}
 
 With ``daskray.fusion.profile`` set (a path to such a file, or the same dict), the planner
-weighs each task by its prefix's duration in microseconds (prefixes not in the profile: the
-profile's ``default``, its mean over all tasks) and aims each fused group at an equal share of
-the estimated time -- the total over ``CPUs x groups-per-cpu`` -- but never under
-``fusion.min-duration`` seconds, below which a Ray task's own overhead (about a millisecond)
-dominates. Count limits (``min-group-size``/``max-group-size``) do not apply then.
+(:func:`daskray.planning.sizing`) weighs each task by its prefix's duration in microseconds
+(prefixes not in the profile: the profile's ``default``, its mean over all tasks) and aims each
+fused group at an equal share of the estimated time -- the total over ``CPUs x groups-per-cpu``
+-- but never under ``fusion.min-duration`` seconds, below which a Ray task's own overhead
+(about a millisecond) dominates. Count limits (``min-group-size``/``max-group-size``) do not
+apply then.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
-
-from dask.utils import key_split
-
-from .config import option
-
-_cache: dict[Any, dict] = {}
 
 
 def tune(*collections: Any, filename: str | None = "daskray-profile.json", **kwargs: Any) -> dict:
@@ -63,56 +57,3 @@ def tune(*collections: Any, filename: str | None = "daskray-profile.json", **kwa
         with open(filename, "w", encoding="utf-8") as f:
             json.dump(profile, f, indent=1)
     return profile
-
-
-def load(profile: Any) -> dict | None:
-    """The profile ``daskray.fusion.profile`` names: a dict as it is, a path read (and cached
-    until the file changes); None for None. Raises ``ValueError`` for a malformed one."""
-    if profile is None:
-        return None
-    if isinstance(profile, dict):
-        return _checked(profile, "the daskray.fusion.profile dict")
-    path = os.fspath(profile)
-    try:
-        stamp = (path, os.stat(path).st_mtime_ns)
-    except OSError as e:
-        raise ValueError(
-            f"daskray.fusion.profile names {path!r}, which cannot be read ({e}); write one "
-            "with daskray.tune(...) or `daskray tune`, or unset the option"
-        ) from None
-    cached = _cache.get(stamp)
-    if cached is None:
-        with open(path, encoding="utf-8") as f:
-            try:
-                data = json.load(f)
-            except ValueError as e:
-                raise ValueError(f"daskray.fusion.profile {path!r} is not JSON: {e}") from None
-        cached = _cache[stamp] = _checked(data, repr(path))
-    return cached
-
-
-def _checked(data: Any, what: str) -> dict:
-    prefixes = data.get("prefixes") if isinstance(data, dict) else None
-    if not isinstance(prefixes, dict) or not all(
-        isinstance(v, (int, float)) and v >= 0 for v in prefixes.values()
-    ):
-        raise ValueError(
-            f"{what} is not a daskray profile: expected {{'prefixes': {{prefix: seconds per "
-            "task >= 0, ...}, 'default': seconds}} as daskray.tune writes it"
-        )
-    return data
-
-
-def weights(names: list, profile: dict) -> list[int]:
-    """Per-node cost in microseconds (at least 1) from ``profile``."""
-    table = profile["prefixes"]
-    default = float(profile.get("default") or 0.0)
-    return [max(1, round(table.get(key_split(k), default) * 1e6)) for k in names]
-
-
-def group_weight(total_us: int, cpus: int) -> tuple[int, int]:
-    """``(group, bundle)`` weights in microseconds for ``total_us`` of estimated work."""
-    per_cpu = max(1, int(option("fusion.groups-per-cpu")))
-    floor = max(1, round(float(option("fusion.min-duration")) * 1e6))
-    group = max(floor, -(-total_us // (cpus * per_cpu)))
-    return group, max(1, group // per_cpu)

@@ -17,8 +17,9 @@ import os
 import time
 from typing import Any
 
-from dask._task_spec import GraphNode, Task, TaskRef, _execute_subgraph
 from dask.utils import key_split
+
+from ._compat import GraphNode, Task, TaskRef, execute_subgraph
 
 
 def run_group(spec: tuple, *values: Any) -> Any:
@@ -95,7 +96,7 @@ def _execute(spec: tuple, values: tuple, prefixes: dict | None) -> Any:
 def _call(task: Any, cache: dict, values: dict | None = None) -> Any:
     """Run one task on the group's ``cache``: ``values`` is what it is called with when given
     (a mapping of just its inputs), else a mapping of its dependencies is made for it."""
-    if type(task) is Task and task.func is _execute_subgraph:
+    if type(task) is Task and task.func is execute_subgraph:
         return _subgraph(task, cache)
     return task(values if values is not None else {d: cache[d] for d in task.dependencies})
 
