@@ -46,9 +46,7 @@ class Graph:
         "annotations",
     )
 
-    def __init__(
-        self, names, nodes, index, indptr, indices, targets, request, flags, annotations
-    ):
+    def __init__(self, names, nodes, index, indptr, indices, targets, request, flags, annotations):
         self.flags = flags
         self.annotations = annotations
         self.names = names
