@@ -1320,7 +1320,8 @@ def prioritized_plan_args(draw):
     args = draw(plan_args())
     n = len(args[0])
     priorities = draw(st.none() | st.lists(st.integers(-3, 3), min_size=n, max_size=n))
-    return (*args, priorities)
+    parallelism = draw(st.sampled_from([0, 0, 1, 2, 4]))
+    return (*args, priorities, parallelism)
 
 
 HYPOTHESIS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -1388,7 +1389,7 @@ def test_random_dag_invariants(args):
 @HYPOTHESIS
 @given(prioritized_plan_args())
 def test_parity_random_dag(args):
-    names, deps, targets, weights, classes, flags, gw, sf, bw, prio = args
+    names, deps, targets, weights, classes, flags, gw, sf, bw, prio, par = args
     r_core = _core.intern(names, deps)
     r_pure = _pure.intern(names, deps)
     assert r_core == r_pure
@@ -1406,6 +1407,7 @@ def test_parity_random_dag(args):
             split_fanout=sf,
             bundle_weight=bw,
             priorities=prio,
+            parallelism=par,
         ),
     )
     p_pure = _pure.plan(
@@ -1421,10 +1423,13 @@ def test_parity_random_dag(args):
             split_fanout=sf,
             bundle_weight=bw,
             priorities=prio,
+            parallelism=par,
         ),
     )
     assert p_core == p_pure
     check_plan(p_core, indptr, indices, targets, classes=classes, flags=flags)
+    w = default_weights(indptr) if weights is None else weights
+    check_group_weights(p_core, w, gw, bw)
     if prio is not None:  # priorities reorder groups, never change them
         plain = _pure.plan(
             names,
@@ -1438,6 +1443,7 @@ def test_parity_random_dag(args):
                 group_weight=gw,
                 split_fanout=sf,
                 bundle_weight=bw,
+                parallelism=par,
             ),
         )
         assert plain.ngroups == p_core.ngroups
@@ -1448,6 +1454,84 @@ def test_parity_random_dag(args):
 
 def _members(plan):
     return [plan.group(g)[0] for g in range(plan.ngroups)]
+
+
+def _layered(layers: int, width: int, reads: int, seed: int = 0):
+    """A layered DAG: every node of a layer reads ``reads`` random nodes of any earlier layer
+    (edges reach across layers); the target is a node reading every unread node."""
+    import random
+
+    rng = random.Random(seed)
+    graph: dict = {("n", 0, j): () for j in range(width)}
+    earlier = list(graph)
+    for layer in range(1, layers):
+        keys = [("n", layer, j) for j in range(width)]
+        for k in keys:
+            graph[k] = tuple(rng.sample(earlier, reads))
+        earlier.extend(keys)
+    read = {d for ds in graph.values() for d in ds}
+    graph["top"] = tuple(k for k in earlier if k not in read)
+    return graph
+
+
+def _group_levels_of(plan, indptr, indices) -> dict[int, int]:
+    """Top level of every group of ``plan`` in its group graph (computed independently)."""
+    level: dict[int, int] = {}
+    for g in range(plan.ngroups):  # group ids are a topological order
+        members, inputs, _ = plan.group(g)
+        level[g] = max((level[plan.group_of[u]] + 1 for u in inputs), default=0)
+    return level
+
+
+@pytest.mark.parametrize("parallelism", [4, 8])
+def test_levels_pack_any_dag_and_keep_parallelism(core, parallelism):
+    """
+    layer 0   o o o o o ... (64)
+    layer 1   o o o o o ...        each node reads 2 nodes of any earlier layer
+      ...                          trees and clusters leave ~one group per node;
+    layer 9   o o o o o ...        levels pack each level into `parallelism` groups
+    """
+    graph = _layered(10, 64, 2)
+    names, index, indptr, indices, tids = build(core, graph, ["top"])
+    loose = core.plan(names, indptr, indices, tids, PlanOptions(group_weight=200))
+    packed = core.plan(
+        names, indptr, indices, tids, PlanOptions(group_weight=200, parallelism=parallelism)
+    )
+    check_plan(packed, indptr, indices, tids)
+    check_group_weights(packed, default_weights(indptr), 200)
+    assert loose.ngroups > 150  # the other steps find little to fuse in 641 nodes
+    assert packed.ngroups <= 8 * parallelism
+    # every level of the group graph that had more than `parallelism` groups keeps that many
+    per_level: dict[int, int] = {}
+    for _g, lv in _group_levels_of(packed, indptr, indices).items():
+        per_level[lv] = per_level.get(lv, 0) + 1
+    loose_levels: dict[int, int] = {}
+    for _g, lv in _group_levels_of(loose, indptr, indices).items():
+        loose_levels[lv] = loose_levels.get(lv, 0) + 1
+    assert max(loose_levels.values()) > parallelism
+    assert max(per_level.values()) == parallelism  # packed down to it, never below
+    assert sum(1 for c in per_level.values() if c == parallelism) >= 4
+
+
+def test_levels_keep_classes_and_blocked_nodes_apart(core):
+    graph = _layered(4, 32, 2, seed=1)
+    names, index, indptr, indices, tids = build(core, graph, ["top"])
+    classes = [i % 2 for i in range(len(names))]
+    flags = [BLOCK_FUSION if i % 7 == 0 else 0 for i in range(len(names))]
+    opts = PlanOptions(group_weight=100, classes=classes, flags=flags, parallelism=2)
+    p = core.plan(names, indptr, indices, tids, opts)
+    check_plan(p, indptr, indices, tids, classes=classes, flags=flags)
+    assert p.ngroups < len(names) // 2
+
+
+def test_levels_off_without_fusion_or_parallelism(core):
+    graph = _layered(5, 20, 2, seed=2)
+    names, index, indptr, indices, tids = build(core, graph, ["top"])
+    a = core.plan(names, indptr, indices, tids, PlanOptions(group_weight=100))
+    b = core.plan(names, indptr, indices, tids, PlanOptions(group_weight=100, parallelism=0))
+    assert a == b
+    c = core.plan(names, indptr, indices, tids, PlanOptions(group_weight=1, parallelism=8))
+    assert c.ngroups == len(c.order)
 
 
 def test_priorities_put_ready_groups_first(core):

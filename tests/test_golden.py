@@ -38,6 +38,9 @@ from test_core import (  # noqa: E402
 #: the bench workloads, at this scale, planned for this many CPUs
 BENCH_SCALE = 0.01
 BENCH_CPUS = 2
+#: workloads whose graph comes out of dask in an order that depends on the string hash seed
+#: (map_overlap builds part of its graph from sets): no digest can hold them
+UNORDERED = {"stencil"}
 
 
 def digest(plan) -> str:
@@ -172,6 +175,8 @@ def _random_dags(count: int = 40) -> dict:
             kw["flags"] = {k: BLOCK_FUSION for k in keys if rng.random() < 0.05}
         if rng.random() < 0.3:
             kw["priorities"] = {k: rng.randint(-2, 2) for k in keys if rng.random() < 0.3}
+        if rng.random() < 0.5:
+            kw["parallelism"] = rng.choice([1, 2, 4, 8])
         out[f"random-{seed}"] = (graph, targets, kw)
     return out
 
@@ -220,6 +225,8 @@ def bench_plans() -> dict:
     out = {}
     with dask.config.set(pinned):
         for name, w in bench.WORKLOADS.items():
+            if name in UNORDERED:
+                continue
             obj, keys = w.make(BENCH_SCALE)
             if keys is None:
                 out[f"bench-{name}"] = explain(obj, cpus=BENCH_CPUS).plan

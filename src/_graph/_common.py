@@ -127,6 +127,9 @@ class PlanOptions:
     priorities : sequence of int, optional
         Per node (dask's ``priority`` annotation): among groups ready at the same point of the
         group order, those holding a higher priority come first.
+    parallelism : int
+        How many groups should be runnable at once (``groups-per-cpu`` x CPUs): a level of the
+        group graph holding more groups than this is packed down to it (``<= 0``: never).
     """
 
     group_weight: int = 1
@@ -137,6 +140,7 @@ class PlanOptions:
     classes: Sequence[int] | None = None
     flags: Sequence[int] | None = None
     priorities: Sequence[int] | None = None
+    parallelism: int = 0
 
 
 def per_node(values, n: int, what: str, typed: bool = True):

@@ -16,6 +16,7 @@ its own file included here, each a function with the name of its twin in ``_pure
 ``split.pxi``      ``_split_groups``: a fan-out runs with its dependents
 ``clusters.pxi``   ``_clusters``: small groups of nodes sharing inputs
 ``trees.pxi``      ``_trees``: trees, their packing into groups, bundles
+``levels.pxi``     ``_merge_levels``: independent groups of a level packed
 ``numbering.pxi``  ``_number_groups``: a topological order of the groups
 ``csr.pxi``        ``_plan_csr``: members, inputs and outputs of every group
 =================  ==============================================================
@@ -105,6 +106,22 @@ whose value leaves it. A cycle of groups would then be a cycle of nodes. Four sh
 Linear chains are trees with one child per node. Nodes of different ``classes`` (annotations,
 Ray options) are never grouped together, and a ``BLOCK_FUSION`` flag keeps a node alone.
 ``group_weight <= 1`` turns fusion off (one group per node).
+
+Levels
+------
+What the four shapes leave is a graph of groups, acyclic by construction; on DAGs of other
+shapes (edges reaching across layers, lattices, halo exchanges) many of its groups hold one
+node. Groups at the same *top level* of the group graph (the longest path to them from a group
+without inputs) never depend on each other, directly or not: every edge climbs at least one
+level. Any merge among the groups of one level therefore keeps the group graph acyclic, and so
+do such merges in every level at once. A level, per class, of more groups than ``parallelism``
+(``groups-per-cpu`` x CPUs: what should be runnable at once) is packed into
+``max(parallelism, its weight / group_weight)`` groups of about equal weight, taking the groups
+in the order of their first members (neighbours in ``order`` share inputs). This is the
+level-wise clustering step of acyclic DAG partitioners (Herrmann et al., "Multilevel algorithms
+for acyclic partitioning of directed acyclic graphs", 2019) applied to the group graph: a
+random layered DAG of 12,000 tiny tasks goes from 4,156 groups to 93, and a level of many
+ready groups still offers ``parallelism`` of them at once.
 
 Numbering and the plan
 ----------------------
@@ -213,6 +230,7 @@ include "dependents.pxi"
 include "split.pxi"
 include "clusters.pxi"
 include "trees.pxi"
+include "levels.pxi"
 include "numbering.pxi"
 include "csr.pxi"
 
@@ -274,5 +292,7 @@ def plan(list names, indptr, indices, targets, options=None):
     if fuse and opts.cluster_fanout >= 2:
         _clusters(w, opts.cluster_fanout, group_weight, bundle_weight)
     _trees(w, fuse, group_weight, bundle_weight)
+    if fuse and opts.parallelism > 0:
+        _merge_levels(w, opts.parallelism, group_weight)
     cdef _Buf newid = _number_groups(w, priorities)
     return _plan_csr(w, names, newid.p, tgt)

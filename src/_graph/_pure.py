@@ -191,6 +191,8 @@ def plan(names, indptr, indices, targets, options=None):
     if fuse and opts.cluster_fanout >= 2:
         _clusters(w, opts.cluster_fanout, group_weight, bundle_weight)
     _trees(w, fuse, group_weight, bundle_weight)
+    if fuse and opts.parallelism > 0:
+        _merge_levels(w, opts.parallelism, group_weight)
     newid = _number_groups(w, priorities)
     return _plan_csr(w, names, newid, tgt)
 
@@ -722,6 +724,109 @@ def _pack(w, pieces, u, group_weight, x):
         pieces.tail[u] = b.tail
     pend_w[u] = w.weights[u] + b.weight
     pieces.ext[u] = x or b.ext
+
+
+# --------------------------------------------------------------------------------------------
+# levels.pxi
+# --------------------------------------------------------------------------------------------
+
+
+def _group_levels(ng, gptr, gsucc):
+    """Top level of every group in the group graph (Kahn's algorithm, groups in id order): 0
+    for a group without inputs from other groups, else one more than its highest input."""
+    gdeg = [0] * ng
+    for q in range(gptr[ng]):
+        gdeg[gsucc[q]] += 1
+    level = [0] * ng
+    queue = [g for g in range(ng) if gdeg[g] == 0]
+    head = 0
+    while head < len(queue):
+        g = queue[head]
+        head += 1
+        for q in range(gptr[g], gptr[g + 1]):
+            h = gsucc[q]
+            if level[g] + 1 > level[h]:
+                level[h] = level[g] + 1
+            gdeg[h] -= 1
+            if gdeg[h] == 0:
+                queue.append(h)
+    return level
+
+
+def _merge_levels(w, parallelism, group_weight):
+    """Levels: groups of one top level never depend on each other, so any merge among them
+    keeps the group graph acyclic. A level (per class) of more than ``parallelism`` groups is
+    packed, in order of their first members, into ``max(parallelism, weight / group_weight)``
+    groups of about equal weight; groups holding a ``BLOCK_FUSION`` node stay alone."""
+    ng = w.ng
+    m = w.m
+    order = w.order
+    gid = w.gid
+    gw = [0] * ng
+    first = [m] * ng
+    gk = [0] * ng
+    blocked = [0] * ng
+    for i in range(m):
+        v = order[i]
+        g = gid[v]
+        gw[g] += w.weights[v]
+        if first[g] == m:
+            first[g] = i
+            gk[g] = w.classes[v]
+        if w.flags[v] & BLOCK_FUSION:
+            blocked[g] = 1
+    gptr, gsucc = _transpose(w.indptr, w.indices, order, gid, ng)
+    level = _group_levels(ng, gptr, gsucc)
+    runs = sorted((level[g], gk[g], first[g], g) for g in range(ng) if not blocked[g])
+    rep = list(range(ng))
+    start = 0
+    while start < len(runs):
+        end = start
+        total = 0
+        while end < len(runs) and runs[end][:2] == runs[start][:2]:
+            total += gw[runs[end][3]]
+            end += 1
+        k = max(parallelism, (total + group_weight - 1) // group_weight)
+        if end - start > k:
+            _pack_level(runs, start, end, total, k, gw, rep)
+        start = end
+    _renumber(w, rep)
+
+
+def _pack_level(runs, start, end, total, k, gw, rep):
+    # groups runs[start:end] (in order) into k bins by their weight's position in the level;
+    # a group of a bin's weight (total / k) or more stays alone
+    acc = 0
+    last_bin = -1
+    head = -1
+    for j in range(start, end):
+        g = runs[j][3]
+        b = (acc * k) // total if total > 0 else ((j - start) * k) // (end - start)
+        acc += gw[g]
+        if gw[g] * k >= total > 0:
+            last_bin = -1
+            continue
+        if b != last_bin:
+            last_bin = b
+            head = g
+        rep[g] = head
+
+
+def _renumber(w, rep):
+    """Group ids after merges: every group takes its representative's, renumbered densely."""
+    dense = [-1] * w.ng
+    ng = 0
+    for g in range(w.ng):
+        r = rep[g]
+        if dense[r] == -1:
+            dense[r] = ng
+            ng += 1
+    gid = w.gid
+    order = w.order
+    for i in range(w.m):
+        v = order[i]
+        gid[v] = dense[rep[gid[v]]]
+    w.ng = ng
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ The task functions live here, in the installed package, so Ray workers can impor
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -154,6 +155,66 @@ def uneven(scale: float):
     return dsk, _tree_reduce(dsk, level, "total")
 
 
+def random_dag(scale: float):
+    """A random layered DAG of tiny tasks whose edges reach across layers (12,000 tasks and a
+    reduction at scale 1): 40 layers, each task of a layer reads 1 to 3 tasks of any earlier
+    layer (seeded); the tasks nobody reads are tree-reduced."""
+    rng = random.Random(0)
+    width = _n(300, scale, 4)
+    dsk: dict = {("rdag", 0, j): (inc, j) for j in range(width)}
+    earlier = list(dsk)
+    for layer in range(1, 40):
+        keys = [("rdag", layer, j) for j in range(width)]
+        for k in keys:
+            dsk[k] = (add_all, *rng.sample(earlier, rng.randint(1, 3)))
+        earlier.extend(keys)
+    read = {d for task in dsk.values() for d in task[1:] if isinstance(d, tuple)}
+    return dsk, _tree_reduce(dsk, [k for k in earlier if k not in read], "rdag-sum")
+
+
+def lattice(scale: float):
+    """A diamond lattice of tiny tasks: ``(i, j)`` reads ``(i - 1, j)`` and ``(i, j - 1)`` (a
+    wavefront; 10,000 tasks at scale 1)."""
+    n = max(4, int(100 * scale**0.5))
+    dsk: dict = {}
+    for i in range(n):
+        for j in range(n):
+            deps = [(p, q) for p, q in ((i - 1, j), (i, j - 1)) if p >= 0 and q >= 0]
+            dsk[("lat", i, j)] = (add_all, i + j, *[("lat", p, q) for p, q in deps])
+    return dsk, ("lat", n - 1, n - 1)
+
+
+def _smooth(block):
+    """One Jacobi step of the 5-point stencil (the block's edge is map_overlap's halo)."""
+    out = block.copy()
+    out[1:-1, 1:-1] = (block[:-2, 1:-1] + block[2:, 1:-1] + block[1:-1, :-2] + block[1:-1, 2:]) / 4
+    return out
+
+
+def stencil(scale: float):
+    """``map_overlap`` (a 5-point stencil, depth 1) then a ``rechunk`` to other blocks and a
+    reduction: a halo exchange between neighbouring blocks (5,598 tasks at scale 1)."""
+    import dask.array as da
+
+    side = max(1000, int(4000 * scale**0.5) // 250 * 250)
+    x = da.random.default_rng(0).random((side, side), chunks=250)
+    y = x.map_overlap(_smooth, depth=1, boundary="reflect").rechunk((side // 10, side // 10))
+    return (y * y).sum(axis=0).sum(), None
+
+
+def join(scale: float):
+    """A dataframe pipeline: filter, hash merge of two frames (tasks shuffle), groupby-sum
+    (543 tasks at scale 1)."""
+    a = _frame(_n(1_000_000, scale, 10_000), 16)
+    rng = np.random.default_rng(1)
+    pdf = pd.DataFrame({"k": np.arange(1000), "g": rng.integers(0, 20, 1000)})
+    import dask.dataframe as dd
+
+    b = dd.from_pandas(pdf, npartitions=4)
+    joined = a[a.v > 0.2].merge(b, on="k", shuffle_method="tasks")
+    return joined.groupby("g").w.sum(), None
+
+
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in [
@@ -166,12 +227,27 @@ WORKLOADS: dict[str, Workload] = {
         Workload("shuffle", tasks_shuffle),
         Workload("million", huge),
         Workload("uneven", uneven),
+        Workload("random-dag", random_dag),
+        Workload("lattice", lattice),
+        Workload("stencil", stencil),
+        Workload("join", join),
     ]
 }
 
 
+def get_unpacked(dsk: Any, keys: Any, **kwargs: Any) -> Any:
+    """``daskray.get`` without packing the levels of the group graph (for comparison)."""
+    import dask
+
+    import daskray
+
+    with dask.config.set({"daskray.fusion.pack-levels": False}):
+        return daskray.get(dsk, keys, **kwargs)
+
+
 def schedulers(names: list[str]) -> dict[str, Callable]:
-    """Scheduler ``get`` functions by name: daskray, ray_dask_get, threads, sync, distributed."""
+    """Scheduler ``get`` functions by name: daskray, daskray-unfused, daskray-unpacked,
+    ray_dask_get, threads, sync."""
     out: dict[str, Callable] = {}
     for name in names:
         if name == "daskray":
@@ -184,6 +260,8 @@ def schedulers(names: list[str]) -> dict[str, Callable]:
             import daskray
 
             out[name] = partial(daskray.get, fuse=False)
+        elif name == "daskray-unpacked":
+            out[name] = get_unpacked
         elif name == "ray_dask_get":
             from daskray import _ray
 

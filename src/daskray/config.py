@@ -40,6 +40,9 @@ DEFAULTS: dict[str, Any] = {
         "split-fanout": 2,
         # an input read by 2 to this many tasks runs with them, in one cluster (< 2: never)
         "cluster-fanout": 4,
+        # pack the independent groups of each level of the group graph down to
+        # groups-per-cpu x CPUs (graphs of any shape; see daskray._graph)
+        "pack-levels": True,
         # a profile of task durations (daskray.tune): a path to its JSON file, or the dict;
         # with one, groups are sized by estimated time instead of task counts
         "profile": None,

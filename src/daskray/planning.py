@@ -173,12 +173,14 @@ def priorities(names: list, index: dict, annotations: dict[str, dict]) -> list |
 
 @dataclass(frozen=True)
 class Sizing:
-    """Per-node ``weights`` (None: the core's default, 1 + number of dependencies) and the
-    target weights of a group and of a bundle."""
+    """Per-node ``weights`` (None: the core's default, 1 + number of dependencies), the
+    target weights of a group and of a bundle, and how many groups should be runnable at once
+    (``groups-per-cpu`` x CPUs; 0 without fusion)."""
 
     weights: list | None
     group: int
     bundle: int
+    parallelism: int = 0
 
 
 def sizing(graph: Graph, cpus: int, fuse: bool | None = None) -> Sizing:
@@ -188,23 +190,24 @@ def sizing(graph: Graph, cpus: int, fuse: bool | None = None) -> Sizing:
     >>> from daskray.ingest import ingest
     >>> g = ingest({("x", i): i for i in range(100)}, [("x", i) for i in range(100)])
     >>> sizing(g, cpus=2)
-    Sizing(weights=None, group=13, bundle=3)
+    Sizing(weights=None, group=13, bundle=3, parallelism=8)
     """
     cfg = dask.config.get("daskray.fusion")
     if not (cfg["enabled"] if fuse is None else fuse):
         return Sizing(None, 1, 1)
     per_cpu = max(1, int(cfg["groups-per-cpu"]))
+    parallelism = per_cpu * cpus if cfg["pack-levels"] else 0
     profile = load_profile(cfg["profile"])
     if profile is not None:  # measured durations: weights in microseconds
         weights = profile_weights(graph.names, profile)
         floor = max(1, round(float(cfg["min-duration"]) * 1e6))
         group = max(floor, -(-sum(weights) // (cpus * per_cpu)))
-        return Sizing(weights, group, max(1, group // per_cpu))
+        return Sizing(weights, group, max(1, group // per_cpu), parallelism)
     lo = max(1, int(cfg["min-group-size"]))
     hi = max(lo, int(cfg["max-group-size"]))
     total = len(graph.nodes) + len(graph.indices)  # the core's default weights, summed
     group = min(hi, max(lo, -(-total // (cpus * per_cpu))))
-    return Sizing(None, group, max(lo, group // per_cpu))
+    return Sizing(None, group, max(lo, group // per_cpu), parallelism)
 
 
 _profiles: dict[Any, dict] = {}
@@ -275,6 +278,7 @@ def make_plan(
         classes=classes.of if classes is not None else None,
         flags=graph.flags,
         priorities=priorities(graph.names, graph.index, graph.annotations),
+        parallelism=size.parallelism,
     )
     return _graph.plan(graph.names, graph.indptr, graph.indices, graph.targets, options)
 
