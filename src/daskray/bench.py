@@ -280,9 +280,15 @@ def schedulers(names: list[str]) -> dict[str, Callable]:
 
 
 def same(a: Any, b: Any) -> bool:
-    """Results equal up to float rounding (frames compared sorted by index)."""
-    if isinstance(a, pd.DataFrame):
+    """Results equal up to float rounding (frames and series compared sorted by index).
+
+    >>> same(pd.Series([1.0, 2.0], index=[1, 0]), pd.Series([2.0, 1.0]))
+    True
+    """
+    if isinstance(a, (pd.DataFrame, pd.Series)):
         a, b = a.sort_index(), b.sort_index()
+        if not a.index.equals(b.index):
+            return False
         return a.shape == b.shape and bool(np.allclose(a.to_numpy(), b.to_numpy()))
     return bool(np.allclose(a, b))
 
