@@ -30,6 +30,7 @@ def test_bench_writes_json_and_chart(ray_ctx, tmp_path, capsys):
     for row in report["rows"]:
         assert set(row["seconds"]) == {"daskray", "sync"} and row["agree"]
         assert all(t > 0 for t in row["seconds"].values())
+        assert all(0 < gb < 64 for gb in row["peak_rss_gb"].values())  # the driver's, sampled
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "tiny-tree" in capsys.readouterr().out
 
@@ -72,3 +73,20 @@ def test_no_command_runs_the_demo(monkeypatch):
     monkeypatch.setattr(demo, "run", lambda args: seen.append(args) or 0)
     assert cli.main([]) == 0 and cli.main(["--small", "--repeat", "1"]) == 0
     assert [(a.small, a.repeat) for a in seen] == [(False, 2), (True, 1)]
+
+
+def test_bench_plan_only_times_interning_and_planning(tmp_path, capsys):
+    out = tmp_path / "p"
+    assert (
+        cli.main(
+            ["bench", "tiny-tree", "chains", "--plan-only", "--scale", "0.01", "--output", str(out)]
+        )
+        == 0
+    )
+    rows = json.loads((tmp_path / "p.json").read_text())["rows"]
+    assert [(r["workload"], r["tasks"]) for r in rows] == [("tiny-tree", 208), ("chains", 201)]
+    assert all(r["plan_s"] > 0 and r["groups"] >= 1 for r in rows)
+    assert "us/task" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "transpose", "--plan-only", "--output", str(out)])
+    assert "--plan-only times raw graphs" in capsys.readouterr().err

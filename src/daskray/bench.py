@@ -10,7 +10,9 @@ The task functions live here, in the installed package, so Ray workers can impor
 
 from __future__ import annotations
 
+import os
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from ._compat import Task, TaskRef
 
 
 def inc(x):
@@ -48,14 +52,18 @@ def _n(base: int, scale: float, lo: int = 2) -> int:
     return max(lo, int(base * scale))
 
 
-def _tree_reduce(dsk: dict, level: list, prefix: str, fanin: int = 32) -> Any:
-    """Add a ``fanin``-ary tree of ``add_all`` tasks over ``level`` to ``dsk``; its root key."""
+def _tree_reduce(dsk: dict, level: list, prefix: str, fanin: int = 32, tasks: bool = False) -> Any:
+    """Add a ``fanin``-ary tree of ``add_all`` tasks over ``level`` to ``dsk``; its root key.
+    ``tasks``: as dask ``Task`` objects rather than legacy tuples."""
     depth = 0
     while len(level) > 1:
         nxt = []
         for j in range(0, len(level), fanin):
             k = (prefix, depth, j // fanin)
-            dsk[k] = (add_all, *level[j : j + fanin])
+            if tasks:
+                dsk[k] = Task(k, add_all, *map(TaskRef, level[j : j + fanin]))
+            else:
+                dsk[k] = (add_all, *level[j : j + fanin])
             nxt.append(k)
         level = nxt
         depth += 1
@@ -87,10 +95,19 @@ def chains(scale: float, length: int = 20):
 
 
 def huge(scale: float):
-    """A 1,000,000-task graph (at scale 1): 50,000 chains of 19 tiny tasks, tree-reduced."""
+    """A 1,000,000-task graph (at scale 1): 50,000 chains of 19 tiny tasks, tree-reduced,
+    built as dask ``Task`` objects -- what dask's collections hand a scheduler -- so that no
+    scheduler pays dask's conversion of legacy tuples (14 us a task) inside the timing."""
     dsk: dict = {}
-    ends = _chains(dsk, _n(50_000, scale), 19, "h")
-    return dsk, _tree_reduce(dsk, ends, "hr")
+    ends = []
+    for c in range(_n(50_000, scale)):
+        k = ("h", c, 0)
+        dsk[k] = Task(k, inc, c)
+        for i in range(1, 19):
+            prev, k = k, ("h", c, i)
+            dsk[k] = Task(k, inc, TaskRef(prev))
+        ends.append(k)
+    return dsk, _tree_reduce(dsk, ends, "hr", tasks=True)
 
 
 def ones_sum(scale: float):
@@ -310,15 +327,86 @@ def time_it(workload: Workload, get: Callable, scale: float, repeat: int = 1) ->
     return best, value
 
 
+def rss() -> int:
+    """This process's resident set size in bytes (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
+class PeakRss:
+    """The driver's peak RSS while the block runs, sampled every 20 ms (``.peak``, bytes)."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            self.peak = max(self.peak, rss())
+            if self._stop.wait(0.02):
+                return
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss())
+
+
+def plan_only(workload: Workload, scale: float) -> dict[str, float]:
+    """Time interning and planning of a raw-graph workload (not its construction) as
+    ``daskray.get`` runs them, and the driver's RSS growth during it.
+
+    >>> row = plan_only(WORKLOADS["tiny-tree"], 0.01)
+    >>> row["tasks"], row["plan_s"] > 0
+    (208, True)
+    """
+    import gc
+
+    from . import ingest, planning, scheduler
+
+    obj, keys = workload.make(scale)
+    if keys is None:
+        raise ValueError(f"--plan-only times raw graphs; {workload.name!r} is a collection")
+    gc.collect()
+    before = rss()
+    with PeakRss() as peak:
+        t0 = time.perf_counter()
+        with scheduler.gc_paused():
+            graph = ingest.ingest(obj, keys)
+            plan = planning.make_plan(graph, os.cpu_count() or 1)
+        seconds = time.perf_counter() - t0
+    tasks = len(plan.order)
+    return {
+        "tasks": tasks,
+        "plan_s": seconds,
+        "us_per_task": seconds / tasks * 1e6,
+        "rss_growth_bytes_per_task": (peak.peak - before) / tasks,
+        "groups": plan.ngroups,
+    }
+
+
 def side_by_side(
-    workload: Workload, gets: dict[str, Callable], scale: float, repeat: int = 1
+    workload: Workload,
+    gets: dict[str, Callable],
+    scale: float,
+    repeat: int = 1,
+    peaks: dict[str, int] | None = None,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Time every scheduler on the *same* built workload, one after the other.
 
     The workload is built once and computed once, untimed, with dask's sync scheduler first:
     dask-expr caches what it learns while optimizing an expression (a ``from_pandas``'s
     divisions, say) on the expression itself, so whichever scheduler ran first would otherwise
-    pay for everyone. Returns best seconds and the result per scheduler.
+    pay for everyone. Returns best seconds and the result per scheduler; ``peaks``, when
+    given, receives each scheduler's peak driver RSS (bytes) over its runs.
     """
     import dask.local
 
@@ -328,9 +416,12 @@ def side_by_side(
     values: dict[str, Any] = {}
     for name, get in gets.items():
         best = float("inf")
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            values[name] = run(built, get)
-            best = min(best, time.perf_counter() - t0)
+        with PeakRss() as peak:
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                values[name] = run(built, get)
+                best = min(best, time.perf_counter() - t0)
         times[name] = best
+        if peaks is not None:
+            peaks[name] = peak.peak
     return times, values

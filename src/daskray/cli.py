@@ -47,6 +47,8 @@ def bench(args: argparse.Namespace) -> int:
     unknown = [w for w in names if w not in workloads.WORKLOADS]
     if unknown:
         args.parser.error(f"unknown workloads {unknown}; choose from {list(workloads.WORKLOADS)}")
+    if args.plan_only:
+        return _plan_only(args, names)
     gets = workloads.schedulers(args.schedulers.split(","))
     rows: list[dict[str, Any]] = []
     with _ray.local_ray(args.num_cpus):
@@ -54,10 +56,18 @@ def bench(args: argparse.Namespace) -> int:
             w = workloads.WORKLOADS[name]
             for get in gets.values():  # warm-up: worker start-up and imports count for none
                 workloads.time_it(w, get, min(args.scale, 0.01))
-            times, values = workloads.side_by_side(w, gets, args.scale, args.repeat)
+            peaks: dict[str, int] = {}
+            times, values = workloads.side_by_side(w, gets, args.scale, args.repeat, peaks)
             first = next(iter(values.values()))
             agree = all(workloads.same(first, v) for v in values.values())
-            rows.append({"workload": name, "seconds": times, "agree": agree})
+            rows.append(
+                {
+                    "workload": name,
+                    "seconds": times,
+                    "agree": agree,
+                    "peak_rss_gb": {s: p / 2**30 for s, p in peaks.items()},
+                }
+            )
             shown = "  ".join(f"{s} {t:.3f}s" for s, t in times.items())
             print(f"{name:10s} {shown}  {'agree' if agree else 'RESULTS DIFFER'}", flush=True)
     report = {
@@ -71,6 +81,29 @@ def bench(args: argparse.Namespace) -> int:
     chart(report, f"{args.output}.png")
     print(f"wrote {args.output}.json and {args.output}.png")
     return 0 if all(r["agree"] for r in rows) else 1
+
+
+def _plan_only(args: argparse.Namespace, names: list[str]) -> int:
+    """``daskray bench --plan-only``: time interning + planning of raw-graph workloads."""
+    from daskray import bench as workloads
+
+    rows = []
+    for name in names:
+        try:
+            row = workloads.plan_only(workloads.WORKLOADS[name], args.scale)
+        except ValueError as e:
+            args.parser.error(str(e))
+        rows.append({"workload": name, **row})
+        print(
+            f"{name:10s} {row['tasks']:>12,} tasks  ingest+plan {row['plan_s']:.2f}s "
+            f"({row['us_per_task']:.2f} us/task)  RSS +{row['rss_growth_bytes_per_task']:.0f} "
+            f"B/task  {row['groups']:,} groups",
+            flush=True,
+        )
+    with open(f"{args.output}.json", "w") as f:
+        json.dump({"scale": args.scale, "plan_only": True, "rows": rows}, f, indent=1)
+    print(f"wrote {args.output}.json")
+    return 0
 
 
 def tune(args: argparse.Namespace) -> int:
@@ -161,6 +194,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=1, help="timed runs (best is kept)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray")
     p.add_argument("--output", default="daskray-bench", help="writes OUTPUT.json/.png")
+    p.add_argument(
+        "--plan-only",
+        action="store_true",
+        help="time interning + planning of raw-graph workloads (no Ray), and RSS growth",
+    )
     p.set_defaults(run=bench, parser=p)
 
     p = sub.add_parser(
