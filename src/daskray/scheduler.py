@@ -13,10 +13,12 @@ can be stepped through with ``pdb`` exactly as Ray would have run it.
 
 from __future__ import annotations
 
+import difflib
 import gc
 import os
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from typing import Any
 
@@ -34,16 +36,46 @@ from .worker import run_group
 
 #: annotations that get(...) also takes as compute-wide defaults
 _COMPUTE_ANNOTATIONS = ("resources", "retries", "workers", "allow_other_workers")
-#: keywords meant for other schedulers, dropped silently: dask.local's, and ``ray_persist``,
-#: which every dask.persist(...) call passes once ray.util.dask is imported (Ray patches
-#: dask.persist to add it); daskray persists through dask's persist protocol (``get.persist``)
-_DASK_LOCAL_KWARGS = (
-    "num_workers",
-    "pool",
-    "chunksize",
-    "get_id",
-    "pack_exception",
-    "ray_persist",
+#: every keyword get(...) reads (a close miss of one of these warns, see :class:`_Request`)
+KEYWORDS = (
+    "debug",
+    "fuse",
+    "ray_remote_args",
+    *_COMPUTE_ANNOTATIONS,
+    "address",
+    "num_cpus",
+    "callbacks",
+)
+#: keywords other schedulers define, which dask and libraries pass to whichever scheduler runs
+#: (``dask.array.store`` and every xarray ``to_zarr``/``to_netcdf`` pass ``flush=True``;
+#: dask.persist passes ``ray_persist`` once ray.util.dask is imported, which patches it):
+#: accepted and ignored, never warned about
+OTHER_SCHEDULERS_KEYWORDS = frozenset(
+    (
+        "flush",  # dask.array.store
+        "num_workers",  # dask.threaded / dask.multiprocessing / dask.local
+        "pool",
+        "chunksize",
+        "cache",
+        "get_id",
+        "pack_exception",
+        "raise_exception",
+        "rerun_exceptions_locally",
+        "dumps",
+        "loads",
+        "func_dumps",
+        "func_loads",
+        "initializer",
+        "optimize_graph",
+        "ray_persist",  # ray.util.dask
+        "ray_callbacks",
+        "sync",  # distributed.Client.get
+        "asynchronous",
+        "direct",
+        "priority",
+        "fifo_timeout",
+        "actors",
+    )
 )
 
 
@@ -94,6 +126,10 @@ def get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
         annotations override them (see :mod:`daskray.annotations`).
     address, num_cpus : optional
         Override ``daskray.address`` / ``daskray.num-cpus`` when Ray is not yet connected.
+    **other
+        Keywords meant for other schedulers (``flush``, ``num_workers``, ``pool``, ...) are
+        accepted and ignored, as dask's own schedulers do; a close miss of one of the above
+        (``retry=``) warns.
 
     Examples
     --------
@@ -162,14 +198,27 @@ class _Request:
         self.address = option("address", kwargs.pop("address", None))
         self.num_cpus = option("num-cpus", kwargs.pop("num_cpus", None))
         self.callbacks = kwargs.pop("callbacks", None)
-        for k in _DASK_LOCAL_KWARGS:
-            kwargs.pop(k, None)
-        if kwargs:
-            raise TypeError(f"daskray.get got unexpected keyword arguments: {sorted(kwargs)}")
+        _ignore(kwargs)
         base = dict(option("ray-remote-args"))
         base.update(remote_args or {})
         base.update(to_ray_options(defaults, "<compute keywords>"))
         self.base = base
+
+
+def _ignore(unknown: dict) -> None:
+    """Accept and ignore keywords meant for other schedulers, as dask's own schedulers do
+    (``dask.array.store`` passes ``flush=True``); warn about a close miss of one of daskray's
+    own keywords (``retry=2`` for ``retries=2``), which would otherwise be silently lost."""
+    for name in sorted(unknown):
+        if name in OTHER_SCHEDULERS_KEYWORDS:
+            continue
+        close = difflib.get_close_matches(name, KEYWORDS, n=1, cutoff=0.8)
+        if close:
+            warnings.warn(
+                f"daskray.get ignores the keyword {name!r}: did you mean {close[0]!r}?",
+                UserWarning,
+                stacklevel=5,
+            )
 
 
 def _placed(graph: Graph, classes: Classes) -> Classes:
