@@ -147,6 +147,46 @@ def option_classes(graph: Graph, base: dict[str, Any]) -> Classes:
     return classes
 
 
+#: the options key of a class whose groups run in the driver process, not on Ray (see
+#: :mod:`daskray.stores`); :func:`daskray._ray.submit` never hands it to Ray
+DRIVER = "daskray.driver"
+
+
+def driver_classes(graph: Graph, classes: Classes) -> Classes:
+    """``classes`` with every task that must run in the driver (``graph.driver``) and every
+    task downstream of one in a class of its own: its options plus :data:`DRIVER`.
+
+    >>> from daskray.ingest import ingest
+    >>> g = ingest({"a": 1, "b": (abs, "a"), "c": (abs, "b"), "d": (abs, "a")}, ["c", "d"])
+    >>> g.driver = [g.index["b"]]
+    >>> c = driver_classes(g, Classes({}))
+    >>> [c.options[c.of[g.index[k]]] for k in "abcd"]
+    [{}, {'daskray.driver': True}, {'daskray.driver': True}, {}]
+    """
+    if not len(graph.driver):
+        return classes
+    dptr, dependents = _graph.transpose(graph.indptr, graph.indices)
+    seen = set(graph.driver)
+    stack = list(graph.driver)
+    while stack:
+        i = stack.pop()
+        for c in dependents[dptr[i] : dptr[i + 1]]:
+            if c not in seen:
+                seen.add(c)
+                stack.append(c)
+    out = classes.copy()
+    of = out.of if out.of is not None else [0] * len(graph.names)
+    derived: dict[int, int] = {}
+    for i in sorted(seen):
+        cls = of[i]
+        new = derived.get(cls)
+        if new is None:
+            new = derived[cls] = out.intern({**out.options[cls], DRIVER: True})
+        of[i] = new
+    out.of = of
+    return out
+
+
 def priorities(names: list, index: dict, annotations: dict[str, dict]) -> list | None:
     """Per-node ``priority`` annotations (higher is submitted earlier; default 0), or None.
 

@@ -26,13 +26,13 @@ from dask.callbacks import local_callbacks, unpack_callbacks
 from dask.utils import key_split
 
 from . import _graph, planning, report
-from ._compat import CompositeExpr, ExprSequence
+from ._compat import CompositeExpr, ExprSequence, called_by_dask_persist
 from .annotations import ResourceError, WorkerError, to_ray_options
 from .config import option
-from .futures import RayFuture
+from .futures import future
 from .ingest import Graph, ingest
 from .planning import Classes, make_plan
-from .worker import run_group
+from .worker import reemit, run_group, run_group_profiled
 
 #: annotations that get(...) also takes as compute-wide defaults
 _COMPUTE_ANNOTATIONS = ("resources", "retries", "workers", "allow_other_workers")
@@ -80,8 +80,12 @@ OTHER_SCHEDULERS_KEYWORDS = frozenset(
 
 
 def run_local(plan: _graph.Plan, graph: Graph, observer: Observer | None = None) -> list:
-    """Run ``plan`` group by group in this process; return the targets' values."""
+    """Run ``plan`` group by group in this process; return the targets' values. With an
+    ``observer`` whose ``profiles`` is a list (a performance report is open), every group runs
+    timed, as on Ray, and its profile (on node ``"local"``) is appended to it."""
     names, nodes = graph.names, graph.nodes
+    profiles = observer.profiles if observer is not None else None
+    seen: set = set()
     values: dict = {}
     for g in range(plan.ngroups):
         if observer is not None:
@@ -92,11 +96,16 @@ def run_local(plan: _graph.Plan, graph: Graph, observer: Observer | None = None)
             [names[i] for i in inputs],
             [names[i] for i in outputs],
         )
-        result = run_group(spec, *[values[i] for i in inputs])
-        if len(outputs) == 1:
-            values[outputs[0]] = result
-        else:
-            values.update(zip(outputs, result))
+        args = [values[i] for i in inputs]
+        if profiles is None:
+            result = run_group(spec, *args)
+            result = [result] if len(outputs) == 1 else result
+        else:  # a performance report is open: time the group, warnings propagate as they are
+            *result, profile, status = run_group_profiled(spec, *args)
+            profile["node"] = "local"
+            profiles.append((g, profile))
+            reemit(status, seen)
+        values.update(zip(outputs, result))
         if observer is not None:
             observer.done(g)
     return [values[t] for t in graph.targets]
@@ -139,7 +148,18 @@ def get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
     >>> get({"x": 1, "y": (add, "x", 10)}, [["x"], "y"], debug=True)
     ((1,), 11)
     """
+    if called_by_dask_persist():  # through functools.partial(get, ...): keep the values on Ray
+        return _persisted(dsk, keys, kwargs)
     return _compute(dsk, keys, kwargs, fetch=True)
+
+
+def _persisted(dsk: Any, keys: list, kwargs: dict) -> list:
+    """dask.persist's by-value call ``schedule(expr, keys)`` answered with a
+    :class:`daskray.futures.RayFuture` per key (a value where nothing was made on Ray), which
+    dask puts in the persisted collections' graphs: the values stay in Ray's object store, as
+    with :func:`persist`."""
+    _, handles = _compute(dsk, keys, kwargs, fetch=False)
+    return [future(k, h) if is_ref else h for k, (is_ref, h) in zip(keys, handles, strict=True)]
 
 
 def _compute(dsk: Any, keys: Any, kwargs: dict, fetch: bool) -> Any:
@@ -149,13 +169,15 @@ def _compute(dsk: Any, keys: Any, kwargs: dict, fetch: bool) -> Any:
     started = time.time()
     with gc_paused():
         graph = ingest(dsk, keys)
-        classes = planning.option_classes(graph, request.base)
+        classes = planning.driver_classes(graph, planning.option_classes(graph, request.base))
     if not graph.targets:
         return graph.repack([]) if fetch else (graph, [])
     if request.debug:
         plan = make_plan(graph, os.cpu_count() or 1, request.fuse, classes)
-        with observing(plan, graph, request.callbacks, None) as observer:
+        with observing(plan, graph, request.callbacks, started) as observer:
             values = run_local(plan, graph, observer)
+            observer.sent(plan)
+            observer.gathered()
         return graph.repack(values) if fetch else (graph, [(False, v) for v in values])
 
     from . import _ray
@@ -176,11 +198,9 @@ def _compute(dsk: Any, keys: Any, kwargs: dict, fetch: bool) -> Any:
             )
         observer.sent(plan)
         del plan
-        if not fetch:
-            return graph, handles
-        values = _ray.gather(handles)
+        values = _ray.gather(handles, fetch=fetch)
         observer.gathered()
-        return graph.repack(values)
+        return graph.repack(values) if fetch else (graph, values)
 
 
 class _Request:
@@ -395,7 +415,7 @@ def persist(collections: list, optimize_graph: bool = True, **kwargs: Any) -> li
     _, handles = _compute(expr, [k for ks in keys_of for k in ks], kwargs, fetch=False)
     values = {}
     for k, (is_ref, handle) in zip([k for ks in keys_of for k in ks], handles, strict=True):
-        values[k] = RayFuture(k, handle) if is_ref else handle
+        values[k] = future(k, handle) if is_ref else handle
     out = []
     for coll, keys in zip(collections, keys_of, strict=True):
         rebuild, state = coll.__dask_postpersist__()
