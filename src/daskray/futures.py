@@ -84,6 +84,7 @@ def future(key: Any, ref: Any) -> RayFuture:
         return current
     return RayFuture(key, ref)
 
+
 #: a finished value is fetched to tell an error from a result only up to this size (a failed
 #: task's object is its pickled exception, a few KiB; a large object is a value)
 _ERROR_BYTES = 100 * 1024

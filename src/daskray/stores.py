@@ -88,32 +88,44 @@ def _may_store(names: list) -> bool:
 
 def _store_args(node: Any, targets: dict):
     """``(literal argument, is the target)`` of every store call in ``node``: a store task,
-    or one of dask's fused tasks (``_execute_subgraph``) holding one."""
-    stack = [node]
+    one of dask's fused tasks (``_execute_subgraph(inner, outkey, inkeys, *args)``, nested as
+    blockwise fusion nests them: an inner task's reference to one of ``inkeys`` means the
+    matching outer argument) holding one, or a task wrapping one (dask's ``ProhibitReuse``
+    renames keys by wrapping tasks in ``_identity`` tasks)."""
+    stack: list = [(node, {})]
     while stack:
-        task = stack.pop()
+        task, env = stack.pop()
         if not isinstance(task, Task):
             continue
-        if task.func is execute_subgraph and task.args and type(task.args[0]) is dict:
-            stack.extend(task.args[0].values())
+        args = task.args
+        if task.func is execute_subgraph and len(args) >= 3 and type(args[0]) is dict:
+            inner_env = dict(env)
+            inner_env.update(zip(args[2], [_resolved(a, env) for a in args[3:]]))
+            stack.extend((t, inner_env) for t in args[0].values())
             continue
         where = targets.get(task.func)
         if where is None:
+            stack.extend((a, env) for a in args if isinstance(a, Task))
             continue
         position, keyword = where
-        for p, arg in enumerate(task.args):
-            for obj in _literals(arg):
+        for p, arg in enumerate(args):
+            for obj in _literals(arg, env):
                 yield obj, p == position
         for k, arg in task.kwargs.items():
-            for obj in _literals(arg):
+            for obj in _literals(arg, env):
                 yield obj, k == keyword
 
 
-def _literals(arg: Any):
-    """The plain objects in a task argument (not the references to other keys)."""
+def _resolved(arg: Any, env: dict) -> Any:
+    return env.get(arg.key, arg) if isinstance(arg, TaskRef) else arg
+
+
+def _literals(arg: Any, env: dict):
+    """The plain objects in a task argument (references resolved through ``env``; the
+    others, to values other tasks make, skipped)."""
     stack = [arg]
     while stack:
-        a = stack.pop()
+        a = _resolved(stack.pop(), env)
         if isinstance(a, GraphNode):
             if type(a) is DataNode:
                 stack.append(a.value)
