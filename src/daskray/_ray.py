@@ -1,24 +1,30 @@
 """The one module that talks to Ray: connect, submit a plan, gather its outputs.
 
 Submission is a single pass over the plan's groups, which the core numbered in a topological
-order. Each group becomes one Ray task running :func:`daskray.worker.run_group` -- the same
-module-level remote function for every group, so nothing is pickled per task but the group's
-own task objects -- with the ObjectRefs of its inputs as arguments (Ray resolves them on the
-worker; the driver never waits in between) and ``num_returns`` equal to its number of outputs,
-so every consumer fetches only the values it needs. Two kinds of group never become Ray tasks:
-a lone ``DataNode`` is ``ray.put`` once, the first time a group needs it (a literal shared by
-many tasks travels once); a lone ``Alias`` reuses its target's ObjectRef.
+order. Each group becomes one Ray task running :func:`daskray.worker.run_group_recorded` -- the
+same module-level remote function for every group, so nothing is pickled per task but the
+group's own task objects -- with the ObjectRefs of its inputs as arguments (Ray resolves them
+on the worker; the driver never waits in between) and ``num_returns`` equal to its number of
+outputs plus one, so every consumer fetches only the values it needs. The extra, last return
+is the task's *status*: None, or the warnings its tasks raised -- a few bytes. Three kinds of
+group never become Ray tasks: a lone ``DataNode`` is ``ray.put`` once, the first time a group
+needs it (a literal shared by many tasks travels once); a lone ``Alias`` reuses its target's
+ObjectRef; a group of a *driver* class (:data:`daskray.planning.DRIVER`: a write only this
+process can make, see :mod:`daskray.stores`) is kept with its inputs for :func:`gather` to run
+here.
 
 The driver keeps an output's ObjectRef only until the last group that consumes it has been
 submitted; after that Ray's reference counting owns the value, and only the requested keys'
 refs survive the pass. Options objects (``.options(num_returns=..., name=...)``) are cached.
-For :func:`gather` only, the pass also records one ObjectRef per Ray task (its first return),
-dropped once the task is seen finished.
+For :func:`gather` only, the pass also records each Ray task's status ref, dropped once the task
+is seen finished.
 
 Gathering fails fast: it polls the compute's unfinished tasks (one ``ray.wait`` per poll),
-looks for an error in each finished task's object when it is small, raises the first error
-within a poll or so of the failure even while slow siblings still run, and cancels every task
-of the compute still in flight; a ``KeyboardInterrupt`` while waiting cancels them too.
+fetches each finished task's status (which raises its error, if it failed), raises the first
+error within a poll or so of the failure even while slow siblings still run, and cancels every
+task of the compute still in flight; a ``KeyboardInterrupt`` while waiting cancels them too.
+Driver groups run as soon as their inputs are ready. Once everything is done, the warnings the
+tasks recorded are re-emitted in this process.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 ``daskray.get`` calls these steps in this order; each is a pure function of the graph, the
 options and (for feasibility and locality) plain records that ``daskray._ray`` fetched::
 
-    Graph ──option_classes──> Classes ──place──> Classes ──feasible──> Classes
-      │                      (annotations)    (locality)  (node records) │
+    Graph ──option_classes──> Classes ──driver_classes──> Classes ──place──> Classes ─┐
+      │                      (annotations)   (daskray.stores)       (locality)         │
+      │                                           Classes <──feasible (node records)───┘
       └──priorities, sizing──> PlanOptions ──_graph.plan (the core)──> Plan
 
 Option classes
@@ -15,6 +16,14 @@ for tasks reading persisted values, a soft node affinity. Nodes with equal optio
 class; one interning table (:class:`Classes`) numbers them, so the classes that annotations
 make and those that locality derives from them never collide. The core never fuses nodes of
 different classes, so a Ray task's options are its group's.
+
+Driver classes
+--------------
+A few tasks can only run in the driver process: the writes to a target that cannot be pickled
+to a Ray worker (an open netCDF/HDF5 file, a thread lock; see :mod:`daskray.stores`).
+:func:`driver_classes` gives them, and every task downstream of them, a class of their own
+(their options plus :data:`DRIVER`); the core never fuses them with Ray tasks, and
+``_ray.submit`` keeps their groups for ``_ray.gather`` to run here.
 
 Sizing
 ------

@@ -397,8 +397,10 @@ def persist(collections: list, optimize_graph: bool = True, **kwargs: Any) -> li
     this process. Later computes on the persisted collections pass the refs to their Ray tasks;
     the values live in Ray's object store as long as the persisted collections do.
 
-    Collections made of several expressions (dask's private ``CompositeExpr``) are persisted
-    by value, through dask's own persist.
+    Collections made of several expressions (dask's private ``CompositeExpr``) go through
+    dask's own persist with a ``functools.partial`` of :func:`get`, which answers it with
+    futures too (:func:`_persisted`). Like dask's local schedulers, persist returns once every
+    task is done: errors raise here, tasks' warnings are shown here.
     """
     import functools
 
