@@ -101,6 +101,10 @@ def test_store_return_stored_and_compute_false(ray_ctx):
     stored = da.store(x, out, lock=False, compute=False, return_stored=True)
     np.testing.assert_array_equal(stored.compute(scheduler=daskray.get), np.arange(8) + 10)
     np.testing.assert_array_equal(out, np.arange(8) + 10)
+    out3 = np.zeros(8)  # compute=True, return_stored=True: dask persists the stores
+    kept = da.store(x * 2, out3, lock=False, return_stored=True, scheduler=daskray.get)
+    np.testing.assert_array_equal(out3, (np.arange(8) + 10) * 2)
+    np.testing.assert_array_equal(kept.compute(scheduler=daskray.get), out3)
     out2 = np.zeros(8)
     delayed = da.store(x - 10, out2, lock=False, compute=False)
     dask.compute(delayed, scheduler=daskray.get)

@@ -72,6 +72,11 @@ def run_group_profiled(spec: tuple, *values: Any) -> tuple:
     return (*outs, profile, _status(log, keys))
 
 
+#: the warnings registry of re-emitted warnings (what a module's ``__warningregistry__`` is to
+#: its own): the ``default`` and ``once`` actions show a re-emitted warning once, as there
+_REEMITTED: dict = {}
+
+
 def reemit(status: list | None, seen: set) -> None:
     """Re-emit the warnings a group recorded (its ``status``) through
     ``warnings.warn_explicit``, with their category, message (naming the dask key), file and
@@ -83,7 +88,11 @@ def reemit(status: list | None, seen: set) -> None:
             continue
         seen.add(once)
         warnings.warn_explicit(
-            f"{message} [daskray: warned by the task for key {key!r}]", category, filename, lineno
+            f"{message} [daskray: warned by the task for key {key!r}]",
+            category,
+            filename,
+            lineno,
+            registry=_REEMITTED,
         )
 
 
