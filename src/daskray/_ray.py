@@ -459,9 +459,6 @@ class _DriverGroups:
             progress.done(g)
         return status
 
-    def done(self) -> bool:
-        return all(group[1] is None for group in self.groups)
-
 
 def gather(handles: list, fetch: bool = True) -> list:
     """Wait for the compute, failing fast; return the targets' values as writeable objects
