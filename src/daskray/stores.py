@@ -70,7 +70,7 @@ def driver_bound(names: list, nodes: list) -> list[int]:
     targets = _targets()
     out = []
     for i, (name, node) in enumerate(zip(names, nodes)):
-        if type(name) is tuple and type(name[0]) is str and STORE_NAME in name[0]:
+        if type(name) is tuple and name and type(name[0]) is str and STORE_NAME in name[0]:
             args = _store_args(node, targets)
             if any(not _travels(obj, target, verdicts) for obj, target in args):
                 out.append(i)
