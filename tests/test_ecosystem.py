@@ -104,20 +104,24 @@ def anomaly(block):
     return block - block.mean("time")
 
 
-def test_xarray_rolling_groupby_map_blocks(ray_ctx, dataset):
+COMPUTATIONS = {
+    "rolling": lambda ds, s: ds.t2m.rolling(time=5, center=True).mean(),
+    "groupby": lambda ds, s: ds.rain.groupby("time.month").mean(),
+    "resample": lambda ds, s: ds.t2m.resample(time="7D").max(),
+    "map_blocks": lambda ds, s: ds.map_blocks(anomaly, template=ds),
+    "weighted": lambda ds, s: ds.t2m.weighted(ds.y * 0 + 1).mean(("x", "y")),
+    "persist": lambda ds, s: (ds.t2m - ds.t2m.mean()).persist(scheduler=s).std("x"),
+}
+
+
+@pytest.mark.parametrize("name", list(COMPUTATIONS))
+def test_xarray_computations(ray_ctx, dataset, name):
+    """rolling, groupby, resample, map_blocks, weighted, persist: as on the sync scheduler."""
     xr = need("xarray")
-    computations = {
-        "rolling": lambda ds, s: ds.t2m.rolling(time=5, center=True).mean(),
-        "groupby": lambda ds, s: ds.rain.groupby("time.month").mean(),
-        "resample": lambda ds, s: ds.t2m.resample(time="7D").max(),
-        "map_blocks": lambda ds, s: ds.map_blocks(anomaly, template=ds),
-        "weighted": lambda ds, s: ds.t2m.weighted(ds.y * 0 + 1).mean(("x", "y")),
-        "persist": lambda ds, s: (ds.t2m - ds.t2m.mean()).persist(scheduler=s).std("x"),
-    }
-    for name, f in computations.items():
-        got = f(dataset, daskray.get).compute(scheduler=daskray.get)
-        want = f(dataset, "sync").compute(scheduler="sync")
-        xr.testing.assert_allclose(got, want), name
+    f = COMPUTATIONS[name]
+    got = f(dataset, daskray.get).compute(scheduler=daskray.get)
+    want = f(dataset, "sync").compute(scheduler="sync")
+    xr.testing.assert_allclose(got, want)
 
 
 # -- zarr --------------------------------------------------------------------------------------
