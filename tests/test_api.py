@@ -126,9 +126,20 @@ def test_enable_rejects_unknown_options():
         daskray.enable(fusion={"size": 2})
 
 
-def test_get_rejects_unknown_keywords():
-    with pytest.raises(TypeError, match="unexpected keyword arguments: \\['colour'\\]"):
-        daskray.get({"x": 1}, "x", colour="red")
+def test_get_ignores_unknown_keywords_and_warns_on_close_misses():
+    """Keywords meant for other schedulers are accepted and ignored, silently; a close miss of
+    one of daskray's own keywords warns, naming both."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert daskray.get({"x": 1}, "x", debug=True, colour="red") == 1
+        for name in ("flush", "num_workers", "pool", "chunksize", "optimize_graph", "sync"):
+            assert daskray.get({"x": 1}, "x", debug=True, **{name: True}) == 1
+    with pytest.warns(UserWarning, match="ignores the keyword 'reties': did you mean 'retries'"):
+        assert daskray.get({"x": 1}, "x", debug=True, reties=2) == 1
+    with pytest.warns(UserWarning, match="'num_cpu': did you mean 'num_cpus'"):
+        assert daskray.get({"x": 1}, "x", debug=True, num_cpu=2) == 1
 
 
 def test_config_defaults_documented():

@@ -346,7 +346,8 @@ def test_remote_builds_the_affinity_strategy(cluster, form):
     target = (cluster.ssd,) if form == "workers" else cluster.ssd
     opts = freeze({"scheduling_strategy": (form, target, False)})
     spec = ([Task("k", node_id)], [], ["k"])
-    refs = [_ray._remote(1, None, opts).remote(spec) for _ in range(3)]
+    # two returns: the value and the task's status (its recorded warnings)
+    refs = [_ray._remote(2, None, opts).remote(spec)[0] for _ in range(3)]
     assert set(ray.get(refs)) == {cluster.ssd}
 
 
@@ -367,7 +368,7 @@ def _persisted_on(nodes_per_block, x):
         with dask.annotate(workers=[node]):
             parts.append(x.blocks[k] + 0)
     (xp,) = dask.persist(da.concatenate(parts), scheduler=daskray.get)
-    refs = [f.ref for f in daskray.futures._registry.values()]
+    refs = list(daskray.futures.persisted().values())
     ray.wait(refs, num_returns=len(refs), fetch_local=False)  # located from now on
     return xp
 

@@ -178,3 +178,20 @@ def test_a_failing_compute_keeps_its_error_and_the_report(ray_ctx, tmp_path):
     first, failed = rep.summary()
     assert first["ray_tasks"] > 0 and len(rep.computes[0].records) == first["ray_tasks"]
     assert len(rep.computes[1].records) < failed["ray_tasks"]
+
+
+def test_debug_computes_and_driver_groups_are_in_the_report(ray_ctx):
+    """A ``debug=True`` compute (run here) is recorded like any other, on node ``local``; a
+    store into a numpy array (written by the driver) shows its driver groups on ``driver``."""
+    x = da.arange(4_000, chunks=1_000)
+    out = np.zeros(4_000)
+    with daskray.performance_report(None) as rep:
+        assert (x + 1).sum().compute(scheduler=daskray.get, debug=True) == sum(range(1, 4_001))
+        da.store(x * 2, out, lock=False, scheduler=daskray.get)
+    np.testing.assert_array_equal(out, np.arange(4_000) * 2)
+    debug, stored = rep.summary()
+    assert debug["tasks"] > 0 and debug["ray_tasks"] > 0 and debug["nodes"] == 1
+    assert {r["node"] for r in rep.computes[0].records.values()} == {"local"}
+    nodes = {r["node"] for r in rep.computes[1].records.values()}
+    assert "driver" in nodes and len(nodes) == 2  # the chunks on Ray, the writes here
+    assert rep.prefixes()["store-map"]["tasks"] == 4

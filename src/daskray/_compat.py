@@ -5,16 +5,34 @@ public spelling yet: the task-spec node classes that dask's schedulers themselve
 (``dask._task_spec``) and the expression classes that tell a HighLevelGraph-backed collection
 from a dask-expr one (``dask._expr``). When dask moves one of them, this module is the one
 place to change. (``import dask`` loads both modules already: importing them costs nothing.)
+
+One more private convention lives here: how ``dask.persist`` calls a scheduler that has no
+``persist`` of its own (``functools.partial(daskray.get, ...)``): ``schedule(expr, keys)`` from
+its own frame, keeping the answers as the persisted graph's values
+(:func:`called_by_dask_persist`).
 """
 
 from __future__ import annotations
 
+import sys
+
+import dask.base
 from dask._expr import CompositeExpr, FinalizeCompute, HLGExpr
 from dask._expr import _AnnotationsTombstone as AnnotationsTombstone
 from dask._expr import _ExprSequence as ExprSequence
 from dask._expr import _HLGExprSequence as HLGExprSequence
 from dask._task_spec import Alias, DataNode, GraphNode, Task, TaskRef, convert_legacy_graph
 from dask._task_spec import _execute_subgraph as execute_subgraph
+
+_PERSIST_CODE = dask.base.persist.__code__
+
+
+def called_by_dask_persist() -> bool:
+    """Whether the function calling this one was called by ``dask.persist`` itself (through a
+    ``functools.partial``, which adds no frame): its answers become the persisted values."""
+    caller = sys._getframe(2)
+    return caller is not None and caller.f_code is _PERSIST_CODE
+
 
 __all__ = [
     "Alias",
@@ -26,6 +44,7 @@ __all__ = [
     "GraphNode",
     "HLGExpr",
     "HLGExprSequence",
+    "called_by_dask_persist",
     "Task",
     "TaskRef",
     "convert_legacy_graph",

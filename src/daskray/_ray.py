@@ -1,24 +1,30 @@
 """The one module that talks to Ray: connect, submit a plan, gather its outputs.
 
 Submission is a single pass over the plan's groups, which the core numbered in a topological
-order. Each group becomes one Ray task running :func:`daskray.worker.run_group` -- the same
-module-level remote function for every group, so nothing is pickled per task but the group's
-own task objects -- with the ObjectRefs of its inputs as arguments (Ray resolves them on the
-worker; the driver never waits in between) and ``num_returns`` equal to its number of outputs,
-so every consumer fetches only the values it needs. Two kinds of group never become Ray tasks:
-a lone ``DataNode`` is ``ray.put`` once, the first time a group needs it (a literal shared by
-many tasks travels once); a lone ``Alias`` reuses its target's ObjectRef.
+order. Each group becomes one Ray task running :func:`daskray.worker.run_group_recorded` -- the
+same module-level remote function for every group, so nothing is pickled per task but the
+group's own task objects -- with the ObjectRefs of its inputs as arguments (Ray resolves them
+on the worker; the driver never waits in between) and ``num_returns`` equal to its number of
+outputs plus one, so every consumer fetches only the values it needs. The extra, last return
+is the task's *status*: None, or the warnings its tasks raised -- a few bytes. Three kinds of
+group never become Ray tasks: a lone ``DataNode`` is ``ray.put`` once, the first time a group
+needs it (a literal shared by many tasks travels once); a lone ``Alias`` reuses its target's
+ObjectRef; a group of a *driver* class (:data:`daskray.planning.DRIVER`: a write only this
+process can make, see :mod:`daskray.stores`) is kept with its inputs for :func:`gather` to run
+here.
 
 The driver keeps an output's ObjectRef only until the last group that consumes it has been
 submitted; after that Ray's reference counting owns the value, and only the requested keys'
 refs survive the pass. Options objects (``.options(num_returns=..., name=...)``) are cached.
-For :func:`gather` only, the pass also records one ObjectRef per Ray task (its first return),
-dropped once the task is seen finished.
+For :func:`gather` only, the pass also records each Ray task's status ref, dropped once the task
+is seen finished.
 
 Gathering fails fast: it polls the compute's unfinished tasks (one ``ray.wait`` per poll),
-looks for an error in each finished task's object when it is small, raises the first error
-within a poll or so of the failure even while slow siblings still run, and cancels every task
-of the compute still in flight; a ``KeyboardInterrupt`` while waiting cancels them too.
+fetches each finished task's status (which raises its error, if it failed), raises the first
+error within a poll or so of the failure even while slow siblings still run, and cancels every
+task of the compute still in flight; a ``KeyboardInterrupt`` while waiting cancels them too.
+Driver groups run as soon as their inputs are ready. Once everything is done, the warnings the
+tasks recorded are re-emitted in this process.
 """
 
 from __future__ import annotations
@@ -35,8 +41,9 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ._compat import Alias, DataNode
 from .annotations import NODE_AFFINITY, WORKERS, freeze, thaw
-from .planning import Classes, is_strategy, resolve_workers
-from .worker import run_group, run_group_profiled
+from .planning import DRIVER, Classes, is_strategy, resolve_workers
+from .results import writeable
+from .worker import reemit, run_group_profiled, run_group_recorded
 
 _lock = threading.Lock()
 _cpu_cache: list = [float("-inf"), 0]  # (time read, cluster CPUs)
@@ -190,21 +197,23 @@ def object_locations(refs: list) -> list:
 
 
 @ray.remote
-def _run_group(spec: tuple, *values: Any) -> Any:
-    return run_group(spec, *values)
+def _run_group(spec: tuple, *values: Any) -> tuple:
+    return run_group_recorded(spec, *values)
 
 
 @ray.remote
 def _run_group_profiled(spec: tuple, *values: Any) -> tuple:
-    *outs, profile = run_group_profiled(spec, *values)
+    *outs, profile, status = run_group_profiled(spec, *values)
     profile["node"] = ray.get_runtime_context().get_node_id()
-    return (*outs, profile)
+    return (*outs, profile, status)
 
 
 _options_cache: dict = {}
 
 
 def _remote(num_returns: int, name: str | None, remote_args: tuple, profiled: bool = False):
+    """The remote function (options applied, cached) for a group of ``num_returns - 1``
+    outputs (``num_returns - 2`` when ``profiled``): the last return is the task's status."""
     key = (num_returns, name, remote_args, profiled)
     fn = _options_cache.get(key)
     if fn is None:
@@ -229,6 +238,10 @@ def _remote(num_returns: int, name: str | None, remote_args: tuple, profiled: bo
     return fn
 
 
+#: the kinds of a target's handle in :func:`submit`'s answer
+REF, VALUE, DRIVER_MADE = True, False, None
+
+
 def submit(
     plan,
     nodes: list,
@@ -238,11 +251,14 @@ def submit(
     task_names: bool,
     observer: Any = None,
 ) -> list:
-    """Submit every group of ``plan``; return one ObjectRef (or local value) per target.
+    """Submit every group of ``plan``; return one handle ``(kind, handle)`` per target.
 
-    A target that is a plain DataNode comes back as ``(False, value)``, others as
-    ``(True, ref)``. Every Ray task gets the options of its group's class (``classes.of[i]``
-    is node ``i``'s, and all members of a group share one). ``observer``, if given (a
+    A target that is a plain DataNode comes back as ``(VALUE, value)``, one made by a Ray task
+    as ``(REF, ref)``, one made by a group of a driver class (see below) as ``(DRIVER_MADE,
+    node id)``. Every Ray task gets the options of its group's class (``classes.of[i]`` is
+    node ``i``'s, and all members of a group share one); groups of a class whose options hold
+    :data:`daskray.planning.DRIVER` are not submitted but kept, with their inputs, for
+    :func:`gather` to run in this process. ``observer``, if given (a
     :class:`daskray.scheduler.Observer`), hears ``submitted(g)`` for every group as it is
     submitted and ``done(g)`` when it is seen finished (here or in :func:`gather`) when it
     ``listens``; with a ``profiles`` list, every Ray task runs timed
@@ -263,11 +279,13 @@ def submit(
     refs: dict = {}
     data: dict = {}
     frozen = [freeze(o) for o in classes.options]
+    in_driver = [bool(o.get(DRIVER)) for o in classes.options]
     of = classes.of
     progress = observer if observer is not None and observer.listens else None
     profiles = observer.profiles if observer is not None else None
     put = ray.put
-    watch = _Watch(progress)  # for gather: one ref per Ray task that may still run
+    watch = _Watch(progress)  # for gather: the status ref of every Ray task that may still run
+    driver = _DriverGroups(profiles)
 
     def ref_of(i):
         r = refs.get(i)
@@ -292,7 +310,8 @@ def submit(
                         progress.submitted(g)
                         progress.done(g)
                     continue
-                if type(node) is Alias and iptr[g + 1] - iptr[g] == 1:
+                alias = type(node) is Alias and iptr[g + 1] - iptr[g] == 1
+                if alias and inputs[iptr[g]] not in driver.made:
                     refs[i] = ref_of(inputs[iptr[g]])
                     _release(g, iptr, inputs, last_use, refs, data, target_set)
                     if progress is not None:
@@ -306,23 +325,24 @@ def submit(
                 [names[i] for i in ins],
                 [names[i] for i in outs],
             )
+            cls = of[members[m0]] if of is not None else 0
+            if in_driver[cls]:
+                driver.add(g, spec, ins, outs, refs, data)
+                _release(g, iptr, inputs, last_use, refs, data, target_set)
+                continue
             name = key_split(names[outs[-1]]) if task_names else None
-            opts = frozen[of[members[m0]]] if of is not None else frozen[0]
-            args = [ref_of(i) for i in ins]
+            args = [ref_of(i) if i not in driver.made else driver.misplaced(g, i) for i in ins]
             if profiles is None:
-                result = _remote(len(outs), name, opts).remote(spec, *args)
+                *result, status = _remote(len(outs) + 1, name, frozen[cls]).remote(spec, *args)
             else:
-                *result, stats = _remote(len(outs) + 1, name, opts, True).remote(spec, *args)
+                remote = _remote(len(outs) + 2, name, frozen[cls], True)
+                *result, stats, status = remote.remote(spec, *args)
                 profiles.append((g, stats))
-                result = result[0] if len(outs) == 1 else result
-            watch.add(result if len(outs) == 1 else result[0], g)
+            watch.add(status, g)
             if progress is not None:
                 progress.submitted(g)
-            if len(outs) == 1:
-                refs[outs[0]] = result
-            else:
-                for i, r in zip(outs, result):
-                    refs[i] = r
+            for i, r in zip(outs, result):
+                refs[i] = r
             _release(g, iptr, inputs, last_use, refs, data, target_set)
     except BaseException:
         # an interrupt (or any failure) half-way: nothing submitted may run on
@@ -331,10 +351,12 @@ def submit(
     out = []
     for t in targets:
         if t in refs:
-            out.append((True, refs[t]))
+            out.append((REF, refs[t]))
+        elif t in driver.made:
+            out.append((DRIVER_MADE, t))
         else:
-            out.append((False, data[t]))
-    return _Handles(out, watch)
+            out.append((VALUE, data[t]))
+    return _Handles(out, watch, driver if driver.groups else None)
 
 
 def _release(g, iptr, inputs, last_use, refs, data, target_set):
@@ -345,30 +367,123 @@ def _release(g, iptr, inputs, last_use, refs, data, target_set):
             data.pop(i, None)
 
 
-def gather(handles: list) -> list:
-    """Wait for the compute, failing fast; return the targets' values as writeable objects.
+class _DriverGroups:
+    """The groups that run in this process (a driver class: e.g. writes to a file only the
+    driver holds open, see :mod:`daskray.planning`), each kept with its inputs -- ObjectRefs,
+    plain values, or outputs of earlier driver groups -- and run by :func:`gather` as soon as
+    its inputs are ready, in plan order. Their outputs stay here (``values``); their warnings
+    are recorded like a Ray task's, for :func:`gather` to re-emit with the others."""
 
-    ``handles`` is :func:`submit`'s answer: ``(is_ref, ObjectRef or value)`` per target, and as
-    its ``watch`` attribute (absent on a plain list: then only the targets are watched) one
-    ObjectRef per Ray task -- its first return -- for the tasks not yet seen finished.
+    __slots__ = ("groups", "made", "values", "waiting", "by_ref", "by_made", "profiles")
 
-    Why not only the targets: a task's error reaches the targets only through its consumers,
-    and Ray starts a consumer only once all its inputs exist, so a task that fails at once next
-    to a sibling that runs for minutes would surface minutes late. Nor can cancelling the
-    targets stop the rest: ``ray.cancel(recursive=True)`` follows the tasks a task submitted
-    itself, not the tasks that produce its arguments, and here the driver submits every task.
+    def __init__(self, profiles: list | None) -> None:
+        self.groups: list = []  # [g, spec, args, outs]; args: (kind, ref / value / node id)
+        self.made: dict = {}  # node id -> index of the driver group making it
+        self.values: dict = {}  # node id -> value, once made
+        self.waiting: list = []  # per group: how many inputs are not ready yet
+        self.by_ref: dict = {}  # ref -> indices of the groups waiting for it
+        self.by_made: dict = {}  # node id -> indices of the groups waiting for it
+        self.profiles = profiles
+
+    def add(self, g: int, spec: tuple, ins: list, outs: list, refs: dict, data: dict) -> None:
+        k = len(self.groups)
+        args = []
+        waiting = 0
+        for i in ins:
+            if i in self.made:
+                args.append((DRIVER_MADE, i))
+                self.by_made.setdefault(i, []).append(k)
+                waiting += 1
+            elif i in refs:
+                args.append((REF, refs[i]))
+                waiting += 1
+            else:
+                args.append((VALUE, data[i]))
+        self.groups.append([g, spec, args, outs])
+        self.made.update(dict.fromkeys(outs, k))
+        self.waiting.append(waiting)
+
+    def misplaced(self, g: int, i: int) -> Any:
+        raise RuntimeError(
+            f"daskray planned group {g} on Ray although it reads a value made in the driver "
+            f"(node {i}): please report this bug"
+        )
+
+    def refs(self) -> list:
+        """The Ray refs the groups wait for, indexed for :meth:`arrived`."""
+        for k, (_, _, args, _) in enumerate(self.groups):
+            for kind, h in args:
+                if kind is REF:
+                    self.by_ref.setdefault(h, []).append(k)
+        return list(self.by_ref)
+
+    def arrived(self, ready: list) -> None:
+        for r in ready:
+            for k in self.by_ref.pop(r, ()):
+                self.waiting[k] -= 1
+
+    def run_ready(self, progress: Any, statuses: list) -> None:
+        """Run, in plan order, every group whose inputs are all ready (and those it makes
+        ready); append their statuses (recorded warnings) to ``statuses``."""
+        k = 0
+        while k < len(self.groups):
+            group = self.groups[k]
+            if group[1] is None or self.waiting[k] > 0:
+                k += 1
+                continue
+            g, spec, args, outs = group
+            group[1] = group[2] = None  # run once; drop the inputs afterwards
+            statuses.append(self._run(g, spec, args, outs, progress))
+            for i in outs:  # its dependents come later in plan order: the loop reaches them
+                for k2 in self.by_made.pop(i, ()):
+                    self.waiting[k2] -= 1
+            k += 1
+
+    def _run(self, g: int, spec: tuple, args: list, outs: list, progress: Any) -> Any:
+        fetched = iter(ray.get([h for kind, h in args if kind is REF]))
+        values = [
+            next(fetched) if kind is REF else h if kind is VALUE else self.values[h]
+            for kind, h in args
+        ]
+        del fetched, args
+        if progress is not None:
+            progress.submitted(g)
+        if self.profiles is not None:
+            *result, profile, status = run_group_profiled(spec, *values)
+            profile["node"] = "driver"
+            self.profiles.append((g, profile))
+        else:
+            *result, status = run_group_recorded(spec, *values)
+        self.values.update(zip(outs, result))
+        if progress is not None:
+            progress.done(g)
+        return status
+
+
+def gather(handles: list, fetch: bool = True) -> list:
+    """Wait for the compute, failing fast; return the targets' values as writeable objects
+    (with ``fetch=False``: wait all the same, but answer ``(is_ref, ref or value)`` per target,
+    leaving the values made on Ray where they are -- what ``persist`` keeps).
+
+    ``handles`` is :func:`submit`'s answer: ``(kind, handle)`` per target, and as its ``watch``
+    attribute (absent on a plain list: then only the targets are watched) the *status* ref of
+    every Ray task not yet seen finished, and as ``driver`` the groups to run here.
+
+    Why watch every task, not only the targets: a task's error reaches the targets only through
+    its consumers, and Ray starts a consumer only once all its inputs exist, so a task that
+    fails at once next to a sibling that runs for minutes would surface minutes late. Nor can
+    cancelling the targets stop the rest: ``ray.cancel(recursive=True)`` follows the tasks a
+    task submitted itself, not the tasks that produce its arguments, and here the driver
+    submits every task.
 
     So gather polls: one ``ray.wait(pending, num_returns=len(pending), timeout=~0.1 s,
-    fetch_local=False)`` over the tasks' and targets' refs per poll, whatever their number (it
-    returns at once when everything is done), and drops each ref the moment it is ready --
-    holding the ref of a finished task would pin its value, and the driver keeps none (see
-    :func:`submit`; :class:`_Watch` already drops finished tasks' refs while submitting). A
-    finished task's object is checked for an error with ``ray.get`` only when it is small
-    (``_CHECK_BYTES``, read from the driver's own object table, no RPC): a failed task's objects
-    are its pickled error, a few KiB, while a large object is a value, never fetched to the
-    driver just to look at it (an error larger than that surfaces through the targets, as
-    before). The targets' values are fetched as they become ready, one ``ray.get`` per poll, so
-    a success fetches nothing more than before.
+    fetch_local=False)`` over the tasks' status refs, the targets' refs and the driver groups'
+    inputs per poll, whatever their number (it returns at once when everything is done), and
+    drops each ref the moment it is ready. Every Ray task's last return is its status: None,
+    or the warnings its tasks raised (:func:`daskray.worker.run_group_recorded`) -- a few bytes,
+    fetched for every finished task in one ``ray.get`` per poll, which raises the task's error
+    if it failed (a failed task's every return is its error). The targets' values are fetched
+    as they become ready. A driver group runs here as soon as its inputs are ready.
 
     On the first error -- or a ``KeyboardInterrupt`` or any other exception while waiting --
     every task still pending is cancelled with ``ray.cancel(ref, force=False,
@@ -379,72 +494,61 @@ def gather(handles: list) -> list:
     type (a ``RayTaskError`` subclass of it) whose message holds the remote traceback, with the
     ``daskray: raised by the task for key ...`` note of :func:`daskray.worker.run_group` in
     both the message and ``__notes__``.
+
+    Once every task is done the recorded warnings are re-emitted here
+    (:func:`daskray.worker.reemit`), under the driver's warning filters: a ``-W error`` filter
+    raises then, with nothing left running.
     """
     watch = getattr(handles, "watch", None)
-    wanted = dict.fromkeys(h for is_ref, h in handles if is_ref)
+    driver = getattr(handles, "driver", None)
+    wanted = dict.fromkeys(h for kind, h in handles if kind is REF) if fetch else {}
     got: dict = {}
+    statuses: list = []
     pending = list(wanted)
+    ready = None
     try:
         if watch is not None:
-            pending = list(dict.fromkeys([*watch.take(), *pending]))
+            extra = driver.refs() if driver is not None else []
+            pending = list(dict.fromkeys([*watch.take(), *extra, *pending]))
             if watch.error is not None:  # seen while submitting
                 raise watch.error
+            statuses = watch.statuses
+        if driver is not None:
+            driver.run_ready(watch.progress, statuses)
         while pending:
             timeout = min(_POLL_MAX_S, _POLL_S + _POLL_PER_REF_S * len(pending))
             ready, pending = ray.wait(
                 pending, num_returns=len(pending), timeout=timeout, fetch_local=False
             )
             if ready:
-                _check(ready, wanted, got)
+                _check(ready, wanted, got, watch)
                 if watch is not None:
                     watch.finished(ready)
+                if driver is not None:
+                    driver.arrived(ready)
+                    driver.run_ready(watch.progress, statuses)
             del ready
     except BaseException as e:
         _cancel(pending)
-        pending = ready = wanted = got = watch = None
+        pending = ready = wanted = got = watch = driver = None
         handles.clear()
         if hasattr(handles, "watch"):
-            handles.watch = None
+            handles.watch = handles.driver = None
         _tidy(e)
         raise
-    return [writeable(got[h]) if is_ref else h for is_ref, h in handles]
-
-
-def writeable(value: Any) -> Any:
-    """A private, writeable copy of a numpy array or pandas object that ``ray.get`` returned as
-    a zero-copy, read-only view of the object store; anything else as it is.
-
-    dask's schedulers hand back ordinary mutable results (``a += 1`` after ``compute`` works);
-    so does daskray. The copy is one memcpy of the requested outputs only.
-    """
-    mod = type(value).__module__
-    if mod == "numpy":
-        flags = getattr(value, "flags", None)
-        if flags is not None and not flags.writeable:
-            return value.copy()
-    elif mod.startswith("pandas"):
-        if _pandas_readonly(value):
-            return value.copy(deep=True)
-    return value
-
-
-def _pandas_readonly(value: Any) -> bool:
-    import pandas as pd
-
-    if isinstance(value, pd.DataFrame):
-        arrays = [value.iloc[:, i].array for i in range(value.shape[1])]
-    elif isinstance(value, (pd.Series, pd.Index)):
-        arrays = [value.array]
-    else:
-        return False
-    for arr in arrays:
-        data = getattr(arr, "_ndarray", None)
-        if data is None:
-            data = getattr(arr, "_data", None)
-        flags = getattr(data, "flags", None)
-        if flags is not None and not flags.writeable:
-            return True
-    return False
+    out = []
+    for kind, h in handles:
+        if kind is REF:
+            out.append(writeable(got[h]) if fetch else (True, h))
+        elif kind is DRIVER_MADE:
+            value = writeable(driver.values[h])
+            out.append(value if fetch else (False, value))
+        else:
+            out.append(h if fetch else (False, h))
+    seen: set = set()
+    for status in statuses:
+        reemit(status, seen)
+    return out
 
 
 #: gather's poll: ``ray.wait`` returns after this long (or at once when all is done), plus a
@@ -453,23 +557,21 @@ def _pandas_readonly(value: Any) -> bool:
 _POLL_S = 0.1
 _POLL_PER_REF_S = 1e-6
 _POLL_MAX_S = 1.0
-#: a finished task's object is fetched to look for an error only up to this size (Ray inlines
-#: objects up to 100 KiB in the owner's memory store, which is where a task's error lands)
-_CHECK_BYTES = 100 * 1024
 #: the watch prunes refs of finished tasks while submitting when it holds this many, and again
 #: when it has doubled (amortized one ``ray.wait`` slot per task)
 _PRUNE_MIN = 4096
 
 
 class _Watch:
-    """One ObjectRef per submitted Ray task (its first return), for :func:`gather`.
+    """The status ref (last return) of every submitted Ray task, for :func:`gather`.
 
     While :func:`submit` runs, refs of tasks that have finished are dropped now and then (a
-    ref to a finished task pins its value): their small objects are checked for an error
-    first, and the first error is kept in ``error`` for :func:`gather` to raise.
+    ref to a finished task pins its value): their statuses are fetched first -- the first
+    error is kept in ``error`` for :func:`gather` to raise, the recorded warnings in
+    ``statuses``.
     """
 
-    __slots__ = ("refs", "error", "_limit", "progress", "groups")
+    __slots__ = ("refs", "error", "_limit", "progress", "groups", "unseen", "statuses")
 
     def __init__(self, progress: Any = None) -> None:
         self.refs: list = []
@@ -477,10 +579,13 @@ class _Watch:
         self._limit = _PRUNE_MIN
         self.progress = progress
         self.groups: dict = {}  # ref -> group, only when someone listens (progress)
+        self.unseen: set = set()  # the status refs whose status is not fetched yet
+        self.statuses: list = []  # the fetched statuses that recorded warnings
 
     def add(self, ref, group: int = -1) -> None:
         refs = self.refs
         refs.append(ref)
+        self.unseen.add(ref)
         if self.progress is not None:
             self.groups[ref] = group
         if len(refs) >= self._limit:
@@ -502,7 +607,7 @@ class _Watch:
         self.finished(ready)
         if ready and self.error is None:
             try:
-                _check(ready, {}, {})
+                _check(ready, {}, {}, self)
             except Exception as e:  # noqa: BLE001 - a task failed: gather raises it
                 _tidy(e)
                 self.error = e.with_traceback(None)
@@ -514,40 +619,32 @@ class _Watch:
 
 
 class _Handles(list):
-    """:func:`submit`'s answer: ``(is_ref, handle)`` per target, and the ``watch`` of its tasks."""
+    """:func:`submit`'s answer: ``(kind, handle)`` per target, the ``watch`` of its Ray tasks
+    and the ``driver`` groups to run here (or None)."""
 
-    __slots__ = ("watch",)
+    __slots__ = ("watch", "driver")
 
-    def __init__(self, items: list, watch: _Watch | None) -> None:
+    def __init__(self, items: list, watch: _Watch | None, driver: Any = None) -> None:
         super().__init__(items)
         self.watch = watch
+        self.driver = driver
 
 
-def _check(ready: list, wanted: dict, got: dict) -> None:
-    """Fetch the ready refs in ``wanted`` into ``got``, and the other ready refs' objects when
-    small; ``ray.get`` raises the error of any of them that failed."""
+def _check(ready: list, wanted: dict, got: dict, watch: _Watch | None) -> None:
+    """Fetch the ready refs in ``wanted`` into ``got`` and the ready status refs of ``watch``
+    into its ``statuses``; ``ray.get`` raises the error of any task among them that failed."""
     fetch = [r for r in ready if r in wanted]
-    others = [r for r in ready if r not in wanted] if len(fetch) < len(ready) else ()
-    if others:
-        try:
-            locations = _locations(others)
-        except Exception:  # noqa: BLE001 - an API that moved: watch the targets only
-            locations = {}
-        for r in others:
-            size = (locations.get(r) or {}).get("object_size")
-            if size is not None and size <= _CHECK_BYTES:
-                fetch.append(r)
+    if watch is not None and watch.unseen:
+        unseen = watch.unseen
+        status = [r for r in ready if r in unseen]
+        unseen.difference_update(status)
+        fetch.extend(status)
     if fetch:
         for r, v in zip(fetch, ray.get(fetch)):
             if r in wanted:
                 got[r] = v
-
-
-def _locations(refs: list) -> dict:
-    """``{ref: {"object_size": ..., ...}}`` from the driver's own object table (no RPC)."""
-    from ray.experimental import get_local_object_locations
-
-    return get_local_object_locations(refs)
+            elif type(v) is list and watch is not None:
+                watch.statuses.append(v)
 
 
 def _cancel(refs: list | None) -> None:

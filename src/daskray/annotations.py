@@ -7,7 +7,9 @@ dask.delayed reach the scheduler as ``HLGExpr`` expressions whose low-level opti
 (blockwise fusion) renames and merges keys -- and drops the annotations of what it fused. So
 when any layer of such an expression carries annotations, daskray runs the expression's
 *unoptimized* HighLevelGraph and reads the annotations from its layers: daskray fuses the graph
-itself, and its fusion never merges tasks whose Ray options differ. Other expressions
+itself, and its fusion never merges tasks whose Ray options differ. The same holds for an
+expression with a ``dask.array.store`` layer (:mod:`daskray.stores`): a write that must run in
+the driver then takes none of the computation before it along. Other expressions
 (dask-expr dataframes) give their annotations through ``__dask_annotations__()``; plain
 HighLevelGraphs through their layers; plain dicts have none.
 
@@ -56,6 +58,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from ._compat import AnnotationsTombstone, HLGExpr, HLGExprSequence
 from ._graph import GraphError
+from .stores import STORE_NAME
 
 #: annotation names daskray maps to Ray options
 OPTIONS = ("resources", "retries", "workers", "allow_other_workers", "ray_remote_args")
@@ -201,7 +204,13 @@ def graph_and_annotations(dsk: Any) -> tuple[Any, dict[str, dict]]:
         parts = list(dsk.operands) if isinstance(dsk, HLGExprSequence) else [dsk]
         if all(isinstance(p, HLGExpr) for p in parts):
             hlgs = [p.hlg for p in parts]
-            if any(layer.annotations for h in hlgs for layer in h.layers.values()):
+            # annotations, or stores (daskray.stores: unfused, a write that must run in the
+            # driver takes no computation with it)
+            if any(
+                layer.annotations or STORE_NAME in name
+                for h in hlgs
+                for name, layer in h.layers.items()
+            ):
                 merged = HighLevelGraph.merge(*hlgs)
                 return dict(merged), _layer_annotations(merged)
         return dsk.__dask_graph__(), {}

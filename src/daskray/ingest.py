@@ -28,6 +28,7 @@ from ._compat import Alias, DataNode, GraphNode, Task, convert_legacy_graph
 from ._graph import InvalidKeyError, MissingDependencyError
 from .annotations import graph_and_annotations
 from .futures import RayFuture, persisted
+from .stores import driver_bound
 from .worker import same
 
 
@@ -44,9 +45,13 @@ class Graph:
         "request",
         "flags",
         "annotations",
+        "driver",
     )
 
-    def __init__(self, names, nodes, index, indptr, indices, targets, request, flags, annotations):
+    def __init__(
+        self, names, nodes, index, indptr, indices, targets, request, flags, annotations, driver=()
+    ):
+        self.driver = driver  # ids of the tasks that must run in the driver (daskray.stores)
         self.flags = flags
         self.annotations = annotations
         self.names = names
@@ -228,4 +233,5 @@ def ingest(dsk: Any, keys: Any) -> Graph:
             + (f" ... and {len(missing) - 10} more" if len(missing) > 10 else "")
         )
     flags = _flags(nodes, types)
-    return Graph(names, nodes, index, indptr, indices, targets, keys, flags, annotations)
+    driver = driver_bound(names, nodes) if Task in types else []
+    return Graph(names, nodes, index, indptr, indices, targets, keys, flags, annotations, driver)

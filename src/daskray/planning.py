@@ -3,8 +3,9 @@
 ``daskray.get`` calls these steps in this order; each is a pure function of the graph, the
 options and (for feasibility and locality) plain records that ``daskray._ray`` fetched::
 
-    Graph ──option_classes──> Classes ──place──> Classes ──feasible──> Classes
-      │                      (annotations)    (locality)  (node records) │
+    Graph ──option_classes──> Classes ──driver_classes──> Classes ──place──> Classes ─┐
+      │                      (annotations)   (daskray.stores)       (locality)         │
+      │                                           Classes <──feasible (node records)───┘
       └──priorities, sizing──> PlanOptions ──_graph.plan (the core)──> Plan
 
 Option classes
@@ -15,6 +16,14 @@ for tasks reading persisted values, a soft node affinity. Nodes with equal optio
 class; one interning table (:class:`Classes`) numbers them, so the classes that annotations
 make and those that locality derives from them never collide. The core never fuses nodes of
 different classes, so a Ray task's options are its group's.
+
+Driver classes
+--------------
+A few tasks can only run in the driver process: the writes to a target that cannot be pickled
+to a Ray worker (an open netCDF/HDF5 file, a thread lock; see :mod:`daskray.stores`).
+:func:`driver_classes` gives them, and every task downstream of them, a class of their own
+(their options plus :data:`DRIVER`); the core never fuses them with Ray tasks, and
+``_ray.submit`` keeps their groups for ``_ray.gather`` to run here.
 
 Sizing
 ------
@@ -145,6 +154,46 @@ def option_classes(graph: Graph, base: dict[str, Any]) -> Classes:
     if len(classes.options) > 1:
         classes.of = of
     return classes
+
+
+#: the options key of a class whose groups run in the driver process, not on Ray (see
+#: :mod:`daskray.stores`); :func:`daskray._ray.submit` never hands it to Ray
+DRIVER = "daskray.driver"
+
+
+def driver_classes(graph: Graph, classes: Classes) -> Classes:
+    """``classes`` with every task that must run in the driver (``graph.driver``) and every
+    task downstream of one in a class of its own: its options plus :data:`DRIVER`.
+
+    >>> from daskray.ingest import ingest
+    >>> g = ingest({"a": 1, "b": (abs, "a"), "c": (abs, "b"), "d": (abs, "a")}, ["c", "d"])
+    >>> g.driver = [g.index["b"]]
+    >>> c = driver_classes(g, Classes({}))
+    >>> [c.options[c.of[g.index[k]]] for k in "abcd"]
+    [{}, {'daskray.driver': True}, {'daskray.driver': True}, {}]
+    """
+    if not len(graph.driver):
+        return classes
+    dptr, dependents = _graph.transpose(graph.indptr, graph.indices)
+    seen = set(graph.driver)
+    stack = list(graph.driver)
+    while stack:
+        i = stack.pop()
+        for c in dependents[dptr[i] : dptr[i + 1]]:
+            if c not in seen:
+                seen.add(c)
+                stack.append(c)
+    out = classes.copy()
+    of = out.of if out.of is not None else [0] * len(graph.names)
+    derived: dict[int, int] = {}
+    for i in sorted(seen):
+        cls = of[i]
+        new = derived.get(cls)
+        if new is None:
+            new = derived[cls] = out.intern({**out.options[cls], DRIVER: True})
+        of[i] = new
+    out.of = of
+    return out
 
 
 def priorities(names: list, index: dict, annotations: dict[str, dict]) -> list | None:

@@ -1,7 +1,8 @@
 """Performance reports: what daskray's computes did on the cluster, as HTML or a Chrome trace.
 
 ``with daskray.performance_report("report.html", trace="trace.json"):`` records every daskray
-compute (and persist) in its block. While a report is open, each Ray task runs its group timed
+compute (and persist) in its block, ``debug=True`` computes (run in this process, node
+``local``) included. While a report is open, each Ray task runs its group timed
 (:func:`daskray.worker.run_group_profiled`) and returns, as one extra small ObjectRef, the
 group's wall-clock span, worker process, node, per key prefix the number of tasks and seconds,
 and the sizes of its inputs and outputs. The driver adds what only it knows: the plan (which
@@ -146,8 +147,12 @@ class performance_report:
 
         for c in self.computes:
             if c.refs:
-                groups = [g for g, _ in c.refs]
-                for g, record in zip(groups, _ray.fetch([r for _, r in c.refs])):
+                # refs of Ray tasks' profiles; dicts for groups run in this process (the
+                # driver's own groups, debug=True computes)
+                refs = [r for _, r in c.refs if type(r) is not dict]
+                fetched = iter(_ray.fetch(refs) if refs else ())
+                for g, r in c.refs:
+                    record = r if type(r) is dict else next(fetched)
                     if record is not None:  # None: the Ray task failed or was cancelled
                         c.records[g] = record
                 c.refs = []

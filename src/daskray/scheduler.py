@@ -13,10 +13,12 @@ can be stepped through with ``pdb`` exactly as Ray would have run it.
 
 from __future__ import annotations
 
+import difflib
 import gc
 import os
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,32 +26,66 @@ from dask.callbacks import local_callbacks, unpack_callbacks
 from dask.utils import key_split
 
 from . import _graph, planning, report
-from ._compat import CompositeExpr, ExprSequence
+from ._compat import CompositeExpr, ExprSequence, called_by_dask_persist
 from .annotations import ResourceError, WorkerError, to_ray_options
 from .config import option
-from .futures import RayFuture
+from .futures import future
 from .ingest import Graph, ingest
 from .planning import Classes, make_plan
-from .worker import run_group
+from .worker import reemit, run_group, run_group_profiled
 
 #: annotations that get(...) also takes as compute-wide defaults
 _COMPUTE_ANNOTATIONS = ("resources", "retries", "workers", "allow_other_workers")
-#: keywords meant for other schedulers, dropped silently: dask.local's, and ``ray_persist``,
-#: which every dask.persist(...) call passes once ray.util.dask is imported (Ray patches
-#: dask.persist to add it); daskray persists through dask's persist protocol (``get.persist``)
-_DASK_LOCAL_KWARGS = (
-    "num_workers",
-    "pool",
-    "chunksize",
-    "get_id",
-    "pack_exception",
-    "ray_persist",
+#: every keyword get(...) reads (a close miss of one of these warns, see :class:`_Request`)
+KEYWORDS = (
+    "debug",
+    "fuse",
+    "ray_remote_args",
+    *_COMPUTE_ANNOTATIONS,
+    "address",
+    "num_cpus",
+    "callbacks",
+)
+#: keywords other schedulers define, which dask and libraries pass to whichever scheduler runs
+#: (``dask.array.store`` and every xarray ``to_zarr``/``to_netcdf`` pass ``flush=True``;
+#: dask.persist passes ``ray_persist`` once ray.util.dask is imported, which patches it):
+#: accepted and ignored, never warned about
+OTHER_SCHEDULERS_KEYWORDS = frozenset(
+    (
+        "flush",  # dask.array.store
+        "num_workers",  # dask.threaded / dask.multiprocessing / dask.local
+        "pool",
+        "chunksize",
+        "cache",
+        "get_id",
+        "pack_exception",
+        "raise_exception",
+        "rerun_exceptions_locally",
+        "dumps",
+        "loads",
+        "func_dumps",
+        "func_loads",
+        "initializer",
+        "optimize_graph",
+        "ray_persist",  # ray.util.dask
+        "ray_callbacks",
+        "sync",  # distributed.Client.get
+        "asynchronous",
+        "direct",
+        "priority",
+        "fifo_timeout",
+        "actors",
+    )
 )
 
 
 def run_local(plan: _graph.Plan, graph: Graph, observer: Observer | None = None) -> list:
-    """Run ``plan`` group by group in this process; return the targets' values."""
+    """Run ``plan`` group by group in this process; return the targets' values. With an
+    ``observer`` whose ``profiles`` is a list (a performance report is open), every group runs
+    timed, as on Ray, and its profile (on node ``"local"``) is appended to it."""
     names, nodes = graph.names, graph.nodes
+    profiles = observer.profiles if observer is not None else None
+    seen: set = set()
     values: dict = {}
     for g in range(plan.ngroups):
         if observer is not None:
@@ -60,11 +96,16 @@ def run_local(plan: _graph.Plan, graph: Graph, observer: Observer | None = None)
             [names[i] for i in inputs],
             [names[i] for i in outputs],
         )
-        result = run_group(spec, *[values[i] for i in inputs])
-        if len(outputs) == 1:
-            values[outputs[0]] = result
-        else:
-            values.update(zip(outputs, result))
+        args = [values[i] for i in inputs]
+        if profiles is None:
+            result = run_group(spec, *args)
+            result = [result] if len(outputs) == 1 else result
+        else:  # a performance report is open: time the group, warnings propagate as they are
+            *result, profile, status = run_group_profiled(spec, *args)
+            profile["node"] = "local"
+            profiles.append((g, profile))
+            reemit(status, seen)
+        values.update(zip(outputs, result))
         if observer is not None:
             observer.done(g)
     return [values[t] for t in graph.targets]
@@ -94,6 +135,10 @@ def get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
         annotations override them (see :mod:`daskray.annotations`).
     address, num_cpus : optional
         Override ``daskray.address`` / ``daskray.num-cpus`` when Ray is not yet connected.
+    **other
+        Keywords meant for other schedulers (``flush``, ``num_workers``, ``pool``, ...) are
+        accepted and ignored, as dask's own schedulers do; a close miss of one of the above
+        (``retry=``) warns.
 
     Examples
     --------
@@ -103,7 +148,18 @@ def get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
     >>> get({"x": 1, "y": (add, "x", 10)}, [["x"], "y"], debug=True)
     ((1,), 11)
     """
+    if called_by_dask_persist():  # through functools.partial(get, ...): keep the values on Ray
+        return _persisted(dsk, keys, kwargs)
     return _compute(dsk, keys, kwargs, fetch=True)
+
+
+def _persisted(dsk: Any, keys: list, kwargs: dict) -> list:
+    """dask.persist's by-value call ``schedule(expr, keys)`` answered with a
+    :class:`daskray.futures.RayFuture` per key (a value where nothing was made on Ray), which
+    dask puts in the persisted collections' graphs: the values stay in Ray's object store, as
+    with :func:`persist`."""
+    _, handles = _compute(dsk, keys, kwargs, fetch=False)
+    return [future(k, h) if is_ref else h for k, (is_ref, h) in zip(keys, handles, strict=True)]
 
 
 def _compute(dsk: Any, keys: Any, kwargs: dict, fetch: bool) -> Any:
@@ -113,13 +169,15 @@ def _compute(dsk: Any, keys: Any, kwargs: dict, fetch: bool) -> Any:
     started = time.time()
     with gc_paused():
         graph = ingest(dsk, keys)
-        classes = planning.option_classes(graph, request.base)
+        classes = planning.driver_classes(graph, planning.option_classes(graph, request.base))
     if not graph.targets:
         return graph.repack([]) if fetch else (graph, [])
     if request.debug:
         plan = make_plan(graph, os.cpu_count() or 1, request.fuse, classes)
-        with observing(plan, graph, request.callbacks, None) as observer:
+        with observing(plan, graph, request.callbacks, started) as observer:
             values = run_local(plan, graph, observer)
+            observer.sent(plan)
+            observer.gathered()
         return graph.repack(values) if fetch else (graph, [(False, v) for v in values])
 
     from . import _ray
@@ -140,11 +198,9 @@ def _compute(dsk: Any, keys: Any, kwargs: dict, fetch: bool) -> Any:
             )
         observer.sent(plan)
         del plan
-        if not fetch:
-            return graph, handles
-        values = _ray.gather(handles)
+        values = _ray.gather(handles, fetch=fetch)
         observer.gathered()
-        return graph.repack(values)
+        return graph.repack(values) if fetch else (graph, values)
 
 
 class _Request:
@@ -162,14 +218,27 @@ class _Request:
         self.address = option("address", kwargs.pop("address", None))
         self.num_cpus = option("num-cpus", kwargs.pop("num_cpus", None))
         self.callbacks = kwargs.pop("callbacks", None)
-        for k in _DASK_LOCAL_KWARGS:
-            kwargs.pop(k, None)
-        if kwargs:
-            raise TypeError(f"daskray.get got unexpected keyword arguments: {sorted(kwargs)}")
+        _ignore(kwargs)
         base = dict(option("ray-remote-args"))
         base.update(remote_args or {})
         base.update(to_ray_options(defaults, "<compute keywords>"))
         self.base = base
+
+
+def _ignore(unknown: dict) -> None:
+    """Accept and ignore keywords meant for other schedulers, as dask's own schedulers do
+    (``dask.array.store`` passes ``flush=True``); warn about a close miss of one of daskray's
+    own keywords (``retry=2`` for ``retries=2``), which would otherwise be silently lost."""
+    for name in sorted(unknown):
+        if name in OTHER_SCHEDULERS_KEYWORDS:
+            continue
+        close = difflib.get_close_matches(name, KEYWORDS, n=1, cutoff=0.8)
+        if close:
+            warnings.warn(
+                f"daskray.get ignores the keyword {name!r}: did you mean {close[0]!r}?",
+                UserWarning,
+                stacklevel=5,
+            )
 
 
 def _placed(graph: Graph, classes: Classes) -> Classes:
@@ -328,8 +397,10 @@ def persist(collections: list, optimize_graph: bool = True, **kwargs: Any) -> li
     this process. Later computes on the persisted collections pass the refs to their Ray tasks;
     the values live in Ray's object store as long as the persisted collections do.
 
-    Collections made of several expressions (dask's private ``CompositeExpr``) are persisted
-    by value, through dask's own persist.
+    Collections made of several expressions (dask's private ``CompositeExpr``) go through
+    dask's own persist with a ``functools.partial`` of :func:`get`, which answers it with
+    futures too (:func:`_persisted`). Like dask's local schedulers, persist returns once every
+    task is done: errors raise here, tasks' warnings are shown here.
     """
     import functools
 
@@ -346,7 +417,7 @@ def persist(collections: list, optimize_graph: bool = True, **kwargs: Any) -> li
     _, handles = _compute(expr, [k for ks in keys_of for k in ks], kwargs, fetch=False)
     values = {}
     for k, (is_ref, handle) in zip([k for ks in keys_of for k in ks], handles, strict=True):
-        values[k] = RayFuture(k, handle) if is_ref else handle
+        values[k] = future(k, handle) if is_ref else handle
     out = []
     for coll, keys in zip(collections, keys_of, strict=True):
         rebuild, state = coll.__dask_postpersist__()

@@ -5,6 +5,12 @@ order, the keys of the values passed as further arguments (Ray has already resol
 ObjectRefs into values), and the keys to return, one value each (``num_returns``). Nothing here
 imports Ray, so the same function runs a plan without it.
 
+On Ray a group runs *recorded* (:func:`run_group_recorded`): every warning its tasks raise is
+caught (under ``simplefilter("always")``: the driver's filters decide what is shown) and
+returned, with the key of the task that raised it, as one extra small value -- the Ray task's
+*status*, which the driver fetches for every Ray task (see :mod:`daskray._ray`) and re-emits.
+In-process (``debug=True``, the driver's own groups) warnings simply propagate.
+
 Each task is called with only its own dependencies (``GraphNode.__call__`` checks its values
 against the mapping it is given, which would cost the size of the whole group per task), and
 a value is dropped as soon as the last task of the group that needs it has run, unless it is an
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from typing import Any
 
 from dask.utils import key_split
@@ -27,18 +34,32 @@ def run_group(spec: tuple, *values: Any) -> Any:
     return _execute(spec, values, None)
 
 
+def run_group_recorded(spec: tuple, *values: Any) -> tuple:
+    """:func:`run_group` recording warnings: ``(*outputs, status)``, the status None or a list
+    of ``(key, category, message, filename, lineno)``, one per warning raised."""
+    with warnings.catch_warnings(record=True) as log:
+        warnings.simplefilter("always")
+        keys: list = []
+        result = _execute(spec, values, None, (log, keys))
+    outs = (result,) if len(spec[2]) == 1 else result
+    return (*outs, _status(log, keys))
+
+
 def run_group_profiled(spec: tuple, *values: Any) -> tuple:
-    """:func:`run_group`, timed: ``(*outputs, profile)`` with ``profile`` a dict of the
-    group's wall-clock ``start``/``end`` (``time.time()``), its process id, per key prefix
-    ``[tasks, seconds]``, and the sizes (``dask.sizeof``) of its inputs and outputs -- what
-    :mod:`daskray.report` draws and :func:`daskray.tune` learns task durations from."""
+    """:func:`run_group_recorded`, timed: ``(*outputs, profile, status)`` with ``profile`` a
+    dict of the group's wall-clock ``start``/``end`` (``time.time()``), its process id, per key
+    prefix ``[tasks, seconds]``, and the sizes (``dask.sizeof``) of its inputs and outputs --
+    what :mod:`daskray.report` draws and :func:`daskray.tune` learns task durations from."""
     from dask.sizeof import sizeof
 
     _, _, out_keys = spec
     prefixes: dict = {}
-    start = time.time()
-    result = _execute(spec, values, prefixes)
-    end = time.time()
+    with warnings.catch_warnings(record=True) as log:
+        warnings.simplefilter("always")
+        keys: list = []
+        start = time.time()
+        result = _execute(spec, values, prefixes, (log, keys))
+        end = time.time()
     outs = (result,) if len(out_keys) == 1 else result
     profile = {
         "start": start,
@@ -48,13 +69,46 @@ def run_group_profiled(spec: tuple, *values: Any) -> tuple:
         "in_bytes": [sizeof(v) for v in values],
         "out_bytes": [sizeof(v) for v in outs],
     }
-    return (*outs, profile)
+    return (*outs, profile, _status(log, keys))
 
 
-def _execute(spec: tuple, values: tuple, prefixes: dict | None) -> Any:
-    """The loop of :func:`run_group`; with ``prefixes``, also time each task into it."""
+#: the warnings registry of re-emitted warnings (what a module's ``__warningregistry__`` is to
+#: its own): the ``default`` and ``once`` actions show a re-emitted warning once, as there
+_REEMITTED: dict = {}
+
+
+def reemit(status: list | None, seen: set) -> None:
+    """Re-emit the warnings a group recorded (its ``status``) through
+    ``warnings.warn_explicit``, with their category, message (naming the dask key), file and
+    line, so this process's filters decide what is shown; once per category, message and key
+    prefix (``seen`` holds those already emitted)."""
+    for key, category, message, filename, lineno in status or ():
+        once = (category, message, key_split(key))
+        if once in seen:
+            continue
+        seen.add(once)
+        warnings.warn_explicit(
+            f"{message} [daskray: warned by the task for key {key!r}]",
+            category,
+            filename,
+            lineno,
+            registry=_REEMITTED,
+        )
+
+
+def _status(log: list, keys: list) -> list | None:
+    """The recorded warnings as plain data (their category travels by reference)."""
+    if not log:
+        return None
+    return [(key, w.category, str(w.message), w.filename, w.lineno) for key, w in zip(keys, log)]
+
+
+def _execute(spec: tuple, values: tuple, prefixes: dict | None, record: tuple | None = None):
+    """The loop of :func:`run_group`; with ``prefixes``, also time each task into it; with
+    ``record`` (a ``catch_warnings`` log and a list), name the key of each warning logged."""
     tasks, in_keys, out_keys = spec
     cache = dict(zip(in_keys, values))
+    log, keys = record if record is not None else (None, None)
     if len(tasks) == 1 and prefixes is None:
         task = tasks[0]
         try:
@@ -63,6 +117,8 @@ def _execute(spec: tuple, values: tuple, prefixes: dict | None) -> Any:
             _annotate(e, task.key)
             raise
         cache[task.key] = result
+        if log:
+            keys.extend([task.key] * len(log))
     else:
         clock = time.perf_counter
         remaining: dict = {}
@@ -82,6 +138,8 @@ def _execute(spec: tuple, values: tuple, prefixes: dict | None) -> Any:
                 tally = prefixes.setdefault(key_split(task.key), [0, 0.0])
                 tally[0] += 1
                 tally[1] += clock() - t0
+            if log and len(log) > len(keys):
+                keys.extend([task.key] * (len(log) - len(keys)))
             for d in deps:
                 r = remaining[d] - 1
                 if r == 0 and d not in outs:
