@@ -67,7 +67,7 @@ def test_readme_commands_run(ray_ctx, tmp_path, monkeypatch, capsys):
 
     monkeypatch.chdir(tmp_path)
     commands = _commands()
-    assert [c[0] for c in commands] == ["demo", "bench", "tune", "info"]
+    assert [c[0] for c in commands] == ["demo", "bench", "bench", "tune", "info"]
     for argv in commands:
         if argv[0] in ("bench", "tune"):
             argv = [*argv, "--scale", "0.002"]
