@@ -367,7 +367,7 @@ def _persisted_on(nodes_per_block, x):
         with dask.annotate(workers=[node]):
             parts.append(x.blocks[k] + 0)
     (xp,) = dask.persist(da.concatenate(parts), scheduler=daskray.get)
-    refs = [f.ref for f in daskray.futures._registry.values()]
+    refs = [f.ref for f in daskray.futures.futures()]
     ray.wait(refs, num_returns=len(refs), fetch_local=False)  # located from now on
     return xp
 

@@ -6,6 +6,11 @@ references to their keys, so a later graph built on the persisted collection *de
 does not contain*. :func:`persisted` hands ingest, for those keys, the ObjectRefs to pass to
 the Ray tasks instead. The registry holds futures weakly: a value lives in Ray's object store
 exactly as long as some persisted collection still holds its future.
+
+Persisting the same collection twice makes two futures per key (equal values, different
+refs). Each tokenizes with its ref, so dask-expr, which reuses a live expression of the same
+token, never hands the second collection the first one's futures; and the registry keeps every
+live future of a key, so dropping either collection leaves the other's key reachable.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import threading
 import weakref
 from typing import Any
 
-_registry: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_registry: dict = {}  # key -> weakref.WeakSet of its live futures
 _lock = threading.Lock()
 
 
@@ -28,13 +33,16 @@ class RayFuture:
         self.key = key
         self.ref = ref
         with _lock:
-            _registry[key] = self
+            held = _registry.get(key)
+            if held is None:
+                held = _registry[key] = weakref.WeakSet()
+            held.add(self)
 
     def __repr__(self) -> str:
         return f"<RayFuture {self.key!r}>"
 
     def __dask_tokenize__(self):
-        return ("daskray.RayFuture", self.key)
+        return ("daskray.RayFuture", self.key, self.ref.hex())
 
     def __reduce__(self):
         raise TypeError(
@@ -45,5 +53,18 @@ class RayFuture:
 
 def persisted() -> dict:
     """Key -> ObjectRef of every persisted value still held by some collection."""
+    out = {}
     with _lock:
-        return {k: f.ref for k, f in _registry.items()}
+        for key, held in list(_registry.items()):
+            for future in held:
+                out[key] = future.ref
+                break
+            else:
+                del _registry[key]
+    return out
+
+
+def futures() -> list:
+    """Every live :class:`RayFuture` (for tests and tools)."""
+    with _lock:
+        return [f for held in _registry.values() for f in held]
