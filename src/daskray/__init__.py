@@ -50,11 +50,24 @@ __all__ = [
     "disable",
     "enable",
     "explain",
+    "from_ray_dataset",
     "get",
     "get_sync",
     "performance_report",
+    "to_ray_dataset",
     "tune",
 ]
+
+#: names served by :mod:`daskray.raydata`, imported on first use (it imports Ray)
+_RAYDATA = ("to_ray_dataset", "from_ray_dataset")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RAYDATA:
+        from . import raydata
+
+        return getattr(raydata, name)
+    raise AttributeError(f"module 'daskray' has no attribute {name!r}")
 
 
 def enable(**options: Any) -> dask.config.set:

@@ -410,6 +410,12 @@ def gather(handles: list) -> list:
     return [writeable(got[h]) if is_ref else h for is_ref, h in handles]
 
 
+def gather_only(handles: list, which: Any) -> list:
+    """:func:`gather` of the entries ``which`` (indices) of ``handles``: wait for every task of
+    the compute, failing fast, but fetch only those values; the others stay in the store."""
+    return gather(_Handles([handles[i] for i in which], getattr(handles, "watch", None)))
+
+
 def writeable(value: Any) -> Any:
     """A private, writeable copy of a numpy array or pandas object that ``ray.get`` returned as
     a zero-copy, read-only view of the object store; anything else as it is.

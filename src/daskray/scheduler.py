@@ -106,6 +106,13 @@ def get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
     return _compute(dsk, keys, kwargs, fetch=True)
 
 
+def compute_refs(dsk: Any, keys: list, kwargs: dict) -> list:
+    """Compute the flat list ``keys`` of ``dsk`` on Ray and leave the values there: one
+    ``(is_ref, ObjectRef or local value)`` per key, with the compute's task watch for
+    :func:`daskray._ray.gather_only` (the hand-offs of :mod:`daskray.raydata` use it)."""
+    return _compute(dsk, keys, dict(kwargs), fetch=False)[1]
+
+
 def _compute(dsk: Any, keys: Any, kwargs: dict, fetch: bool) -> Any:
     """:func:`get`'s pipeline; ``fetch=False`` (persist) answers ``(graph, handles)``: an
     ObjectRef, or a local value, per requested key, left where it is."""
