@@ -31,6 +31,7 @@ from ._graph import (
     Plan,
 )
 from .explain import explain
+from .pools import ActorPool, actor_state
 from .report import performance_report
 from .scheduler import get, get_sync
 from .tuning import tune
@@ -42,11 +43,13 @@ SCHEDULER_NAMES = ("ray", "daskray")
 
 __all__ = [
     "COMPILED",
+    "ActorPool",
     "CycleError",
     "GraphError",
     "InvalidKeyError",
     "MissingDependencyError",
     "Plan",
+    "actor_state",
     "disable",
     "enable",
     "explain",

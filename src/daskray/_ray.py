@@ -15,6 +15,13 @@ refs survive the pass. Options objects (``.options(num_returns=..., name=...)``)
 For :func:`gather` only, the pass also records one ObjectRef per Ray task (its first return),
 dropped once the task is seen finished.
 
+A group whose options name an actor pool (:mod:`daskray.pools`) is an actor method call instead,
+``run``/``run_profiled`` of the pool's next actor in turn (:class:`_PoolCall`), with the same
+arguments, ``num_returns`` and name, and the group's retries as ``max_task_retries``; the pool's
+actors (:class:`_PoolActor`, each running the pool's ``setup()`` once) start on first use and
+are attached to the pool object (:class:`_LivePool`) until it is stopped or the driver
+connects elsewhere.
+
 Gathering fails fast: it polls the compute's unfinished tasks (one ``ray.wait`` per poll),
 looks for an error in each finished task's object when it is small, raises the first error
 within a poll or so of the failure even while slow siblings still run, and cancels every task
@@ -34,9 +41,9 @@ from dask.utils import key_split
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ._compat import Alias, DataNode
-from .annotations import NODE_AFFINITY, WORKERS, freeze, thaw
+from .annotations import NODE_AFFINITY, POOL, WORKERS, freeze, thaw
 from .planning import Classes, is_strategy, resolve_workers
-from .worker import run_group, run_group_profiled
+from .worker import run_group, run_group_profiled, start_actor
 
 _lock = threading.Lock()
 _cpu_cache: list = [float("-inf"), 0]  # (time read, cluster CPUs)
@@ -201,6 +208,76 @@ def _run_group_profiled(spec: tuple, *values: Any) -> tuple:
     return (*outs, profile)
 
 
+@ray.remote
+class _PoolActor:
+    """One actor of a :class:`daskray.ActorPool`: runs ``setup()`` once, then fused groups
+    of the pool's tasks, which read its result with :func:`daskray.actor_state`."""
+
+    def __init__(self, setup: Any) -> None:
+        start_actor(setup)
+
+    def run(self, spec: tuple, *values: Any) -> Any:
+        return run_group(spec, *values)
+
+    def run_profiled(self, spec: tuple, *values: Any) -> tuple:
+        *outs, profile = run_group_profiled(spec, *values)
+        profile["node"] = ray.get_runtime_context().get_node_id()
+        return (*outs, profile)
+
+
+class _LivePool:
+    """The running actors of a pool (``pool._live``), handed out in turn."""
+
+    def __init__(self, pool: Any) -> None:
+        actor = _PoolActor.options(**pool.options())
+        self.actors = [actor.remote(pool.setup) for _ in range(pool.size)]
+        self.session = _session[0]
+        self.turn = 0
+
+    def pick(self) -> Any:
+        actor = self.actors[self.turn % len(self.actors)]
+        self.turn += 1
+        return actor
+
+    def stop(self) -> None:
+        for actor in self.actors:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone, or Ray shut down
+                pass
+        self.actors = []
+
+
+def pool_actors(pool: Any) -> list:
+    """The running actors of ``pool``, started now if they are not (or belong to another Ray
+    session)."""
+    live = pool._live
+    if live is None or live.session != _session[0] or not live.actors:
+        live = pool._live = _LivePool(pool)
+    return live.actors
+
+
+class _PoolCall:
+    """``.remote(spec, *args)`` of a group on an actor pool: ``run`` (or ``run_profiled``) on
+    the pool's next actor, with the group's ``num_returns``, name and retries."""
+
+    def __init__(self, opts: dict, num_returns: int, name: str | None, profiled: bool) -> None:
+        self.pool = opts[POOL]
+        self.method = "run_profiled" if profiled else "run"
+        self.options = {
+            "num_returns": num_returns,
+            "max_task_retries": opts.get("max_retries", 3),
+            "retry_exceptions": bool(opts.get("retry_exceptions", False)),
+        }
+        if name:
+            self.options["name"] = name
+
+    def remote(self, spec: tuple, *args: Any) -> Any:
+        pool_actors(self.pool)
+        actor = self.pool._live.pick()
+        return getattr(actor, self.method).options(**self.options).remote(spec, *args)
+
+
 _options_cache: dict = {}
 
 
@@ -209,6 +286,9 @@ def _remote(num_returns: int, name: str | None, remote_args: tuple, profiled: bo
     fn = _options_cache.get(key)
     if fn is None:
         opts = thaw(remote_args)
+        if POOL in opts:
+            fn = _options_cache[key] = _PoolCall(opts, num_returns, name, profiled)
+            return fn
         if name:
             opts["name"] = name
         strategy = opts.get("scheduling_strategy")

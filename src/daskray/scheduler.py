@@ -30,10 +30,16 @@ from .config import option
 from .futures import RayFuture
 from .ingest import Graph, ingest
 from .planning import Classes, make_plan
-from .worker import run_group
+from .worker import run_group, run_group_with_state
 
 #: annotations that get(...) also takes as compute-wide defaults
-_COMPUTE_ANNOTATIONS = ("resources", "retries", "workers", "allow_other_workers")
+_COMPUTE_ANNOTATIONS = (
+    "resources",
+    "retries",
+    "workers",
+    "allow_other_workers",
+    "ray_actor_pool",
+)
 #: keywords meant for other schedulers, dropped silently: dask.local's, and ``ray_persist``,
 #: which every dask.persist(...) call passes once ray.util.dask is imported (Ray patches
 #: dask.persist to add it); daskray persists through dask's persist protocol (``get.persist``)
@@ -47,10 +53,17 @@ _DASK_LOCAL_KWARGS = (
 )
 
 
-def run_local(plan: _graph.Plan, graph: Graph, observer: Observer | None = None) -> list:
-    """Run ``plan`` group by group in this process; return the targets' values."""
+def run_local(
+    plan: _graph.Plan,
+    graph: Graph,
+    observer: Observer | None = None,
+    classes: Classes | None = None,
+) -> list:
+    """Run ``plan`` group by group in this process; return the targets' values. Groups on an
+    actor pool (``classes``) run with the state of one local ``setup()`` call per pool."""
     names, nodes = graph.names, graph.nodes
     values: dict = {}
+    states: dict = {}
     for g in range(plan.ngroups):
         if observer is not None:
             observer.submitted(g)
@@ -60,7 +73,13 @@ def run_local(plan: _graph.Plan, graph: Graph, observer: Observer | None = None)
             [names[i] for i in inputs],
             [names[i] for i in outputs],
         )
-        result = run_group(spec, *[values[i] for i in inputs])
+        pool = _pool_of(classes, members[0]) if classes is not None else None
+        if pool is None:
+            result = run_group(spec, *[values[i] for i in inputs])
+        else:
+            if pool.name not in states:
+                states[pool.name] = pool.setup()
+            result = run_group_with_state(states[pool.name], spec, *[values[i] for i in inputs])
         if len(outputs) == 1:
             values[outputs[0]] = result
         else:
@@ -68,6 +87,11 @@ def run_local(plan: _graph.Plan, graph: Graph, observer: Observer | None = None)
         if observer is not None:
             observer.done(g)
     return [values[t] for t in graph.targets]
+
+
+def _pool_of(classes: Classes, i: int) -> Any:
+    opts = classes.options[classes.of[i] if classes.of is not None else 0]
+    return opts.get("ray_actor_pool")
 
 
 def get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
@@ -89,9 +113,10 @@ def get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
         Override ``daskray.fusion.enabled``.
     ray_remote_args : dict, optional
         Ray options for every Ray task of this compute (``num_cpus``, ``resources``, ...).
-    resources, retries, workers, allow_other_workers : optional
-        Compute-wide defaults spelled as dask annotations (``resources={"GPU": 1}``); per-key
-        annotations override them (see :mod:`daskray.annotations`).
+    resources, retries, workers, allow_other_workers, ray_actor_pool : optional
+        Compute-wide defaults spelled as dask annotations (``resources={"GPU": 1}``,
+        ``ray_actor_pool="model"``); per-key annotations override them (see
+        :mod:`daskray.annotations`, :mod:`daskray.pools`).
     address, num_cpus : optional
         Override ``daskray.address`` / ``daskray.num-cpus`` when Ray is not yet connected.
 
@@ -126,7 +151,7 @@ def _compute(dsk: Any, keys: Any, kwargs: dict, fetch: bool) -> Any:
     if request.debug:
         plan = make_plan(graph, os.cpu_count() or 1, request.fuse, classes)
         with observing(plan, graph, request.callbacks, None) as observer:
-            values = run_local(plan, graph, observer)
+            values = run_local(plan, graph, observer, classes)
         return graph.repack(values) if fetch else (graph, [(False, v) for v in values])
 
     from . import _ray
