@@ -74,9 +74,34 @@ def _same_session() -> None:
         _session[0] = token
 
 
+#: why daskray refuses Ray Client, and what to use instead
+RAY_CLIENT_ERROR = (
+    "daskray does not run through Ray Client ({what}). Its submit path needs a driver that "
+    "is a Ray worker of the cluster: persisted values and Ray Data blocks are ObjectRefs that "
+    "it passes to tasks as arguments and locates (ray.experimental.get_object_locations), "
+    "failures are read from the driver's own object table, and the Ray Data hand-off runs in "
+    "the driver; a Ray Client driver holds proxies of all of these. Run the program on the "
+    "cluster instead: as a Ray Job (ray job submit --address http://HEAD:8265 -- python "
+    "prog.py), or on a cluster node with ray.init(address='auto') / RAY_ADDRESS=auto / "
+    "daskray.enable(address='HEAD:PORT') (the GCS address, without ray://)."
+)
+
+
+def _client_mode() -> bool:
+    """Whether this process is connected through Ray Client (``ray.init("ray://...")``)."""
+    from ray.util.client import ray as client
+
+    return client.is_connected()
+
+
 def connect(address: str | None, num_cpus: int | None, init_kwargs: dict) -> None:
-    """Make sure this process is connected to Ray: the given cluster, or a local one."""
+    """Make sure this process is connected to Ray: the given cluster, or a local one.
+
+    A Ray Client address (``ray://...``) or connection raises ``ConnectionError`` naming what
+    to use instead (:data:`RAY_CLIENT_ERROR`)."""
     if ray.is_initialized():
+        if _client_mode():
+            raise ConnectionError(RAY_CLIENT_ERROR.format(what="this driver is a Ray Client"))
         _same_session()
         return
     with _lock:
@@ -84,6 +109,8 @@ def connect(address: str | None, num_cpus: int | None, init_kwargs: dict) -> Non
             _same_session()
             return
         address = address or os.environ.get("RAY_ADDRESS") or None
+        if address and address.startswith("ray://"):
+            raise ConnectionError(RAY_CLIENT_ERROR.format(what=f"address {address!r}"))
         kwargs = dict(init_kwargs)
         try:
             if address:
