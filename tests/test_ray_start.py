@@ -34,7 +34,15 @@ import pytest
 
 import daskray
 
-pytestmark = pytest.mark.cluster
+pytestmark = [
+    pytest.mark.cluster,
+    # whole Ray clusters and driver processes: nothing here depends on which graph core plans,
+    # so CI runs this module once, in its compiled-core pass
+    pytest.mark.skipif(
+        os.environ.get("DASKRAY_NO_EXTENSIONS", "") not in ("", "0"),
+        reason="run once, with the compiled core (see the module docstring)",
+    ),
+]
 
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")
 

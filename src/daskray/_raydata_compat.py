@@ -56,6 +56,7 @@ def _internals(release: tuple[int, int]) -> dict | None:
         from ray.data._internal.delegating_block_builder import DelegatingBlockBuilder
         from ray.data._internal.logical import operators
         from ray.data._internal.logical.interfaces import LogicalPlan
+        from ray.data._internal.pandas_block import PandasBlockSchema
         from ray.data._internal.stats import DatasetStats
         from ray.data.block import BlockExecStats, BlockMetadataWithSchema
         from ray.data.dataset import MaterializedDataset
@@ -71,6 +72,7 @@ def _internals(release: tuple[int, int]) -> dict | None:
         "stats": DatasetStats,
         "exec_stats": BlockExecStats,
         "metadata": BlockMetadataWithSchema,
+        "pandas_schema": PandasBlockSchema,
         "dataset": MaterializedDataset,
     }
 
@@ -102,26 +104,35 @@ def block_metadata(block: Any) -> Any:
     """
     names = _names()
     stats = names["exec_stats"].builder()
-    if _plain_frame(block):
-        from ray.data.block import BlockAccessor
-
+    plain = _plain_frame(block)
+    if plain is not None:
+        columns, types = plain
         return names["metadata"](
             num_rows=len(block),
-            size_bytes=sum(t.itemsize for t in block.dtypes) * len(block)
+            size_bytes=sum(t.itemsize for t in types) * len(block)
             + int(block.index.memory_usage(deep=False)),
             exec_stats=stats.build(),
-            schema=BlockAccessor.for_block(block).schema(),
+            schema=names["pandas_schema"](names=columns, types=types),
         )
     return names["metadata"].from_block(block, block_exec_stats=stats.build())
 
 
-def _plain_frame(block: Any) -> bool:
+def _plain_frame(block: Any) -> tuple | None:
+    """``(column names, dtypes)`` of a pandas DataFrame whose columns all have string names
+    and numpy number, bool or datetime dtypes (the ``PandasBlockSchema`` Ray Data's accessor
+    would make of it); None for any other block."""
     import numpy as np
     import pandas as pd
 
-    return isinstance(block, pd.DataFrame) and all(
-        isinstance(t, np.dtype) and t.kind in "biufcmM" for t in block.dtypes
-    )
+    if not isinstance(block, pd.DataFrame):
+        return None
+    dtypes = block.dtypes
+    columns, types = tuple(dtypes.index.tolist()), tuple(dtypes.values.tolist())
+    if all(isinstance(c, str) for c in columns) and all(
+        isinstance(t, np.dtype) and t.kind in "biufcmM" for t in types
+    ):
+        return columns, types
+    return None
 
 
 def items_block(items: list) -> Any:

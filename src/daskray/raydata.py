@@ -7,6 +7,7 @@ data::
     to_ray_dataset(x):
       x's graph + per partition i:  block_i = to_block(part_i)   ─┐ one daskray compute; each
                                     meta_i  = metadata(block_i)  ─┘ block's tasks fuse with it
+                                    (a DataFrame's pandas partitions are blocks as they are)
       ─> refs of block_0..n (left in the store), values of meta_0..n (small)
       ─> MaterializedDataset(FromPandas | FromArrow | FromNumpy | FromItems (refs, metadata))
 
@@ -18,8 +19,10 @@ data::
          divisions: the global row numbers) or, with ``column=``, a dask Array
 
 **to_ray_dataset.** What is not yet persisted is computed with daskray, the partitions become
-Ray Data blocks in the same Ray tasks that made them (a dataframe as a pandas or Arrow block,
-without its index unless ``index=True``; an array row-wise, one ``"data"`` column as
+Ray Data blocks in the same Ray tasks that made them (a dataframe as a pandas block -- the
+partition itself: Ray Data ignores a pandas block's index, as ``from_pandas_refs`` does, so a
+persisted collection's values are handed over in place -- or an Arrow table; the index as
+columns with ``index=True``; an array row-wise, one ``"data"`` column as
 ``from_numpy`` makes it; a bag's items as rows as ``from_items`` makes them), and so does
 their metadata: Ray Data's public constructors would run one more Ray task per block just to
 read it. The Dataset is then built from the refs and the metadata with Ray Data's internal
@@ -75,7 +78,8 @@ def to_ray_dataset(
     block_format : {"pandas", "arrow"}
         The blocks of a dataframe: pandas DataFrames or Arrow tables.
     index : bool
-        Keep a dataframe's index as column(s) (Ray Data has no index); default: drop it.
+        Keep a dataframe's index as column(s). By default it is not kept: Ray Data has no
+        index and ignores a pandas block's.
     **kwargs
         :func:`daskray.get`'s keywords for the compute (``ray_remote_args=``, ``retries=``,
         ...).
@@ -107,13 +111,17 @@ def to_ray_dataset(
     token = tokenize(x, kind, made, index, fast)
     name, meta_name = f"to-ray-dataset-{token}", f"ray-block-metadata-{token}"
     context = _data_context() if kind == "array" and fast else None
+    direct = kind == "dataframe" and made == "pandas" and _as_they_are(x, index)
     layer: dict = {}
+    blocks = []
     for i, key in enumerate(keys):
-        layer[(name, i)] = Task((name, i), to_block, TaskRef(key), kind, made, index, context)
+        block = key if direct else (name, i)
+        if not direct:
+            layer[block] = Task(block, to_block, TaskRef(key), kind, made, index, context)
         if fast:
-            layer[(meta_name, i)] = Task((meta_name, i), compat.block_metadata, TaskRef((name, i)))
+            layer[(meta_name, i)] = Task((meta_name, i), compat.block_metadata, TaskRef(block))
+        blocks.append(block)
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[x])
-    blocks = [(name, i) for i in range(len(keys))]
     metas = [(meta_name, i) for i in range(len(keys))] if fast else []
     handles = scheduler.compute_refs(graph, blocks + metas, kwargs)
     metadata = _ray.gather_only(handles, range(len(blocks), len(handles)))
@@ -144,6 +152,17 @@ def _prepared(x: Any) -> tuple[str, Any]:
     raise TypeError(
         f"to_ray_dataset takes a dask DataFrame, Series, Array or Bag, got {type(x).__name__}"
     )
+
+
+def _as_they_are(x: Any, index: bool) -> bool:
+    """Whether a dataframe's partitions are pandas blocks as they are: a DataFrame (not a
+    Series) with string column names whose index is to be dropped. Ray Data ignores a pandas
+    block's index (its conversions use ``preserve_index=False``, ``ignore_index=True``), as
+    ``ray.data.from_pandas_refs`` does, so the partitions' refs are the blocks' refs and a
+    persisted collection's values are used in place."""
+    import dask.dataframe as dd
+
+    return not index and isinstance(x, dd.DataFrame) and all(isinstance(c, str) for c in x.columns)
 
 
 def _pandas_blocks() -> bool:
@@ -205,7 +224,11 @@ def _frame(part: Any, index: bool) -> Any:
 
     if isinstance(part, pd.Series):
         part = part.to_frame(SERIES_COLUMN if part.name is None else part.name)
-    frame = part.reset_index(drop=not index)
+    idx = part.index
+    if not index and type(idx) is pd.RangeIndex and idx.start == 0 and idx.step == 1:
+        frame = part  # already what reset_index(drop=True) would make
+    else:
+        frame = part.reset_index(drop=not index)
     if not all(isinstance(c, str) for c in frame.columns):  # Arrow needs string names
         frame.columns = [str(c) for c in frame.columns]
     return frame
