@@ -204,7 +204,7 @@ def test_unknown_ray_falls_back_to_the_public_constructors(ray_ctx, monkeypatch)
     monkeypatch.setattr(_raydata_compat.ray, "__version__", "2.59.3")
     assert not _raydata_compat.available() and not raydata.use_internal_api()
     with pytest.raises(RuntimeError, match="tested: 2.60"):
-        _raydata_compat.block_metadata(part(0))
+        _raydata_compat.metadata([_raydata_compat.block_metadata(part(0).drop(columns="name"))])
     used = []
     real = ray_ctx.data.from_pandas_refs
     monkeypatch.setattr(ray_ctx.data, "from_pandas_refs", lambda refs: used.append(1) or real(refs))
@@ -220,3 +220,17 @@ def test_bad_arguments(ray_ctx):
         daskray.to_ray_dataset(frame(), block_format="csv")
     with pytest.raises(ValueError, match="needs Ray"):
         daskray.to_ray_dataset(frame(), debug=True)
+
+
+def test_compact_metadata_is_ray_datas_own(ray_ctx):
+    """The metadata daskray computes in its tasks for numpy-typed pandas blocks equals what
+    Ray Data's ``BlockMetadataWithSchema.from_block`` says of them; other blocks get Ray
+    Data's own."""
+    from ray.data.block import BlockMetadataWithSchema
+
+    plain = part(3).drop(columns="name").set_axis(pd.RangeIndex(300, 400))
+    for block in (plain, plain.iloc[::2], part(1)):  # a RangeIndex, an Index, a str column
+        (ours,) = _raydata_compat.metadata([_raydata_compat.block_metadata(block)])
+        theirs = BlockMetadataWithSchema.from_block(block)
+        assert (ours.num_rows, ours.size_bytes) == (theirs.num_rows, theirs.size_bytes)
+        assert ours.schema == theirs.schema

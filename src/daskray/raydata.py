@@ -128,7 +128,7 @@ def to_ray_dataset(
     refs = [ref for _, ref in handles[: len(blocks)]]
     del handles
     if fast:
-        return compat.materialized(dataset_kind, refs, metadata)
+        return compat.materialized(dataset_kind, refs, compat.metadata(metadata))
     return _public_constructor(dataset_kind)(refs)
 
 
