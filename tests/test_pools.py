@@ -205,3 +205,16 @@ def test_closing_a_pool_stops_its_actors_and_a_new_one_starts_fresh(ray_ctx, tmp
     with daskray.ActorPool("p", functools.partial(load_model, str(tmp_path), 3.0), num_cpus=0.5):
         np.testing.assert_array_equal(y.compute(scheduler=daskray.get)[:, 0], np.arange(4) * 3.0)
     assert loads(tmp_path) == 2
+
+
+def test_pool_tasks_in_a_performance_report(pool, tmp_path):
+    """Timed runs (``run_profiled``) work on actors too: the report sees the pool's tasks."""
+    x = da.arange(40, chunks=10)
+    with dask.annotate(ray_actor_pool="model"):
+        y = x.map_blocks(predict, new_axis=1, chunks=(10, 2), meta=np.array((), dtype=float))
+    with daskray.performance_report(str(tmp_path / "r.html")) as rep:
+        got = y.compute(scheduler=daskray.get)
+    np.testing.assert_array_equal(got[:, 0], np.arange(40) * 2.0)
+    prefixes = rep.prefixes()
+    assert prefixes[next(p for p in prefixes if p.startswith("predict"))]["tasks"] == 4
+    assert loads(tmp_path) == 2
