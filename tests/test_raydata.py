@@ -234,3 +234,15 @@ def test_compact_metadata_is_ray_datas_own(ray_ctx):
         theirs = BlockMetadataWithSchema.from_block(block)
         assert (ours.num_rows, ours.size_bytes) == (theirs.num_rows, theirs.size_bytes)
         assert ours.schema == theirs.schema
+
+
+def test_from_ray_dataset_blocks_are_located_inputs(ray_ctx):
+    """The blocks enter daskray's graphs as persisted values (ObjectRefs run alone and are
+    handed to their consumers), the inputs daskray places work next to on a cluster."""
+    from daskray import ingest, planning
+
+    df = daskray.from_ray_dataset(ray_ctx.data.range(100, override_num_blocks=4))
+    (opt,) = dask.optimize(df.id + 1)
+    graph = ingest.ingest(opt.__dask_graph__(), opt.__dask_keys__())
+    held = planning.held_values(graph)
+    assert len(held) == 4 and all(graph.names[i][0].startswith("ray-block-") for i in held)
