@@ -89,3 +89,24 @@ def test_persist_after_importing_ray_util_dask(ray_ctx):
     for p in (px, py):
         assert all(_is_future(v) for v in _values(p))
         np.testing.assert_array_equal(p.compute(scheduler=daskray.get), np.arange(100) * 3)
+
+
+def test_persisting_twice_keeps_both_collections_computable(ray_ctx):
+    """The same dataframe persisted twice gives two futures per key: dask-expr must not hand
+    the second collection the first one's futures (they tokenize by ref), and dropping either
+    collection leaves the other computable."""
+    import gc
+
+    pdf = pd.DataFrame({"a": np.arange(40), "b": np.arange(40.0) / 3})
+    df = dd.from_pandas(pdf, npartitions=4) + 1
+    (first,) = dask.persist(df, scheduler=daskray.get)
+    (second,) = dask.persist(df, scheduler=daskray.get)
+    refs = {v.ref.hex() for c in (first, second) for v in _values(c) if _is_future(v)}
+    assert len(refs) == 8  # four partitions each, not shared
+    del second
+    gc.collect()
+    pd.testing.assert_frame_equal(first.compute(scheduler=daskray.get), pdf + 1)
+    (third,) = dask.persist(df, scheduler=daskray.get)
+    del first
+    gc.collect()
+    pd.testing.assert_frame_equal(third.compute(scheduler=daskray.get), pdf + 1)

@@ -47,6 +47,8 @@ def test_readme_examples_run(ray_ctx, tmp_path, monkeypatch):
     assert (tmp_path / "daskray-report.html").stat().st_size > 0
     assert "traceEvents" in (tmp_path / "daskray-trace.json").read_text()
     assert "spin" in ns["profile"]["prefixes"]
+    assert ns["back"].v.sum().compute(scheduler=ns["daskray"].get) == 1000.0  # the hand-off
+    assert ns["ds"].num_blocks() == 4
 
 
 def _commands() -> list[list[str]]:

@@ -95,6 +95,14 @@ def test_dask_private_names_live_in_compat():
         assert not private, f"{module} imports {private}: go through daskray._compat"
 
 
+def test_ray_data_internals_live_in_raydata_compat():
+    for module, path in _sources().items():
+        if module == "daskray._raydata_compat":
+            continue
+        private = {i for i in _imports(module, path) if i.startswith("ray.data._internal")}
+        assert not private, f"{module} imports {private}: go through daskray._raydata_compat"
+
+
 def _import_graph() -> dict[str, set[str]]:
     sources = _sources()
     return {m: {i for i in _imports(m, p) if i in sources and i != m} for m, p in sources.items()}

@@ -31,6 +31,7 @@ from ._graph import (
     Plan,
 )
 from .explain import explain
+from .pools import ActorPool, actor_state
 from .report import performance_report
 from .scheduler import get, get_sync
 from .tuning import tune
@@ -42,19 +43,34 @@ SCHEDULER_NAMES = ("ray", "daskray")
 
 __all__ = [
     "COMPILED",
+    "ActorPool",
     "CycleError",
     "GraphError",
     "InvalidKeyError",
     "MissingDependencyError",
     "Plan",
+    "actor_state",
     "disable",
     "enable",
     "explain",
+    "from_ray_dataset",
     "get",
     "get_sync",
     "performance_report",
+    "to_ray_dataset",
     "tune",
 ]
+
+#: names served by :mod:`daskray.raydata`, imported on first use (it imports Ray)
+_RAYDATA = ("to_ray_dataset", "from_ray_dataset")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RAYDATA:
+        from . import raydata
+
+        return getattr(raydata, name)
+    raise AttributeError(f"module 'daskray' has no attribute {name!r}")
 
 
 def enable(**options: Any) -> dask.config.set:

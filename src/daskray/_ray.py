@@ -19,6 +19,13 @@ refs survive the pass. Options objects (``.options(num_returns=..., name=...)``)
 For :func:`gather` only, the pass also records each Ray task's status ref, dropped once the task
 is seen finished.
 
+A group whose options name an actor pool (:mod:`daskray.pools`) is an actor method call instead,
+``run``/``run_profiled`` of the pool's next actor in turn (:class:`_PoolCall`), with the same
+arguments, ``num_returns`` and name, and the group's retries as ``max_task_retries``; the pool's
+actors (:class:`_PoolActor`, each running the pool's ``setup()`` once) start on first use and
+are attached to the pool object (:class:`_LivePool`) until it is stopped or the driver
+connects elsewhere.
+
 Gathering fails fast: it polls the compute's unfinished tasks (one ``ray.wait`` per poll),
 fetches each finished task's status (which raises its error, if it failed), raises the first
 error within a poll or so of the failure even while slow siblings still run, and cancels every
@@ -40,10 +47,10 @@ from dask.utils import key_split
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ._compat import Alias, DataNode
-from .annotations import NODE_AFFINITY, WORKERS, freeze, thaw
+from .annotations import NODE_AFFINITY, POOL, WORKERS, freeze, thaw
 from .planning import DRIVER, Classes, is_strategy, resolve_workers
 from .results import writeable
-from .worker import reemit, run_group_profiled, run_group_recorded
+from .worker import reemit, run_group_profiled, run_group_recorded, start_actor
 
 _lock = threading.Lock()
 _cpu_cache: list = [float("-inf"), 0]  # (time read, cluster CPUs)
@@ -74,9 +81,34 @@ def _same_session() -> None:
         _session[0] = token
 
 
+#: why daskray refuses Ray Client, and what to use instead
+RAY_CLIENT_ERROR = (
+    "daskray does not run through Ray Client ({what}). Its submit path needs a driver that "
+    "is a Ray worker of the cluster: persisted values and Ray Data blocks are ObjectRefs that "
+    "it passes to tasks as arguments and locates (ray.experimental.get_object_locations), "
+    "failures are read from the driver's own object table, and the Ray Data hand-off runs in "
+    "the driver; a Ray Client driver holds proxies of all of these. Run the program on the "
+    "cluster instead: as a Ray Job (ray job submit --address http://HEAD:8265 -- python "
+    "prog.py), or on a cluster node with ray.init(address='auto') / RAY_ADDRESS=auto / "
+    "daskray.enable(address='HEAD:PORT') (the GCS address, without ray://)."
+)
+
+
+def _client_mode() -> bool:
+    """Whether this process is connected through Ray Client (``ray.init("ray://...")``)."""
+    from ray.util.client import ray as client
+
+    return client.is_connected()
+
+
 def connect(address: str | None, num_cpus: int | None, init_kwargs: dict) -> None:
-    """Make sure this process is connected to Ray: the given cluster, or a local one."""
+    """Make sure this process is connected to Ray: the given cluster, or a local one.
+
+    A Ray Client address (``ray://...``) or connection raises ``ConnectionError`` naming what
+    to use instead (:data:`RAY_CLIENT_ERROR`)."""
     if ray.is_initialized():
+        if _client_mode():
+            raise ConnectionError(RAY_CLIENT_ERROR.format(what="this driver is a Ray Client"))
         _same_session()
         return
     with _lock:
@@ -84,6 +116,8 @@ def connect(address: str | None, num_cpus: int | None, init_kwargs: dict) -> Non
             _same_session()
             return
         address = address or os.environ.get("RAY_ADDRESS") or None
+        if address and address.startswith("ray://"):
+            raise ConnectionError(RAY_CLIENT_ERROR.format(what=f"address {address!r}"))
         kwargs = dict(init_kwargs)
         try:
             if address:
@@ -208,6 +242,76 @@ def _run_group_profiled(spec: tuple, *values: Any) -> tuple:
     return (*outs, profile, status)
 
 
+@ray.remote
+class _PoolActor:
+    """One actor of a :class:`daskray.ActorPool`: runs ``setup()`` once, then fused groups
+    of the pool's tasks, which read its result with :func:`daskray.actor_state`."""
+
+    def __init__(self, setup: Any) -> None:
+        start_actor(setup)
+
+    def run(self, spec: tuple, *values: Any) -> tuple:
+        return run_group_recorded(spec, *values)  # (*outputs, status), as _run_group's
+
+    def run_profiled(self, spec: tuple, *values: Any) -> tuple:
+        *outs, profile, status = run_group_profiled(spec, *values)
+        profile["node"] = ray.get_runtime_context().get_node_id()
+        return (*outs, profile, status)
+
+
+class _LivePool:
+    """The running actors of a pool (``pool._live``), handed out in turn."""
+
+    def __init__(self, pool: Any) -> None:
+        actor = _PoolActor.options(**pool.options())
+        self.actors = [actor.remote(pool.setup) for _ in range(pool.size)]
+        self.session = _session[0]
+        self.turn = 0
+
+    def pick(self) -> Any:
+        actor = self.actors[self.turn % len(self.actors)]
+        self.turn += 1
+        return actor
+
+    def stop(self) -> None:
+        for actor in self.actors:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone, or Ray shut down
+                pass
+        self.actors = []
+
+
+def pool_actors(pool: Any) -> list:
+    """The running actors of ``pool``, started now if they are not (or belong to another Ray
+    session)."""
+    live = pool._live
+    if live is None or live.session != _session[0] or not live.actors:
+        live = pool._live = _LivePool(pool)
+    return live.actors
+
+
+class _PoolCall:
+    """``.remote(spec, *args)`` of a group on an actor pool: ``run`` (or ``run_profiled``) on
+    the pool's next actor, with the group's ``num_returns``, name and retries."""
+
+    def __init__(self, opts: dict, num_returns: int, name: str | None, profiled: bool) -> None:
+        self.pool = opts[POOL]
+        self.method = "run_profiled" if profiled else "run"
+        self.options = {
+            "num_returns": num_returns,
+            "max_task_retries": opts.get("max_retries", 3),
+            "retry_exceptions": bool(opts.get("retry_exceptions", False)),
+        }
+        if name:
+            self.options["name"] = name
+
+    def remote(self, spec: tuple, *args: Any) -> Any:
+        pool_actors(self.pool)
+        actor = self.pool._live.pick()
+        return getattr(actor, self.method).options(**self.options).remote(spec, *args)
+
+
 _options_cache: dict = {}
 
 
@@ -218,6 +322,9 @@ def _remote(num_returns: int, name: str | None, remote_args: tuple, profiled: bo
     fn = _options_cache.get(key)
     if fn is None:
         opts = thaw(remote_args)
+        if POOL in opts:
+            fn = _options_cache[key] = _PoolCall(opts, num_returns, name, profiled)
+            return fn
         if name:
             opts["name"] = name
         strategy = opts.get("scheduling_strategy")
@@ -549,6 +656,18 @@ def gather(handles: list, fetch: bool = True) -> list:
     for status in statuses:
         reemit(status, seen)
     return out
+
+
+def gather_only(handles: list, which: Any) -> list:
+    """:func:`gather` of the entries ``which`` (indices) of ``handles``: wait for every task of
+    the compute, failing fast, but fetch only those values; the others stay in the store."""
+    return gather(
+        _Handles(
+            [handles[i] for i in which],
+            getattr(handles, "watch", None),
+            getattr(handles, "driver", None),
+        )
+    )
 
 
 #: gather's poll: ``ray.wait`` returns after this long (or at once when all is done), plus a

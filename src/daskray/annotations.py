@@ -23,7 +23,8 @@ What they become (lowest precedence first)
    ``retries`` -> ``max_retries`` with ``retry_exceptions=True`` (dask retries on any error),
    ``workers`` (+ ``allow_other_workers``) -> node affinity (see below),
    then a ``ray_remote_args`` annotation, passed through as Ray options (ray.util.dask's
-   spelling).
+   spelling); ``ray_actor_pool`` (a :class:`daskray.ActorPool` or its name) -> the task runs
+   on that pool's actors (see :mod:`daskray.pools`).
 
 Callable annotation values are called with the key. A malformed value raises
 :class:`AnnotationError` naming the key, before anything is submitted. Nodes with equal options
@@ -61,7 +62,16 @@ from ._graph import GraphError
 from .stores import STORE_NAME
 
 #: annotation names daskray maps to Ray options
-OPTIONS = ("resources", "retries", "workers", "allow_other_workers", "ray_remote_args")
+OPTIONS = (
+    "resources",
+    "retries",
+    "workers",
+    "allow_other_workers",
+    "ray_remote_args",
+    "ray_actor_pool",
+)
+#: the option naming a task's actor pool (see :mod:`daskray.pools`)
+POOL = "ray_actor_pool"
 #: the plain-data forms of node affinity in options' ``scheduling_strategy`` (see module doc)
 WORKERS, NODE_AFFINITY = "workers", "node_affinity"
 #: annotation names daskray reads (``priority`` orders submission); others are ignored
@@ -126,6 +136,12 @@ def to_ray_options(ann: Mapping[str, Any], key: Any = None) -> dict[str, Any]:
             raise bad_annotation(key, "allow_other_workers", soft, "True or False")
         if names:
             opts["scheduling_strategy"] = (WORKERS, names, bool(soft))
+    pool = ann.get(POOL)
+    if pool is not None:
+        name = pool if isinstance(pool, str) else getattr(pool, "name", None)
+        if not isinstance(name, str) or not name:
+            raise bad_annotation(key, POOL, pool, "a daskray.ActorPool or its name")
+        opts[POOL] = name
     rra = ann.get("ray_remote_args")
     if rra is not None:
         if not isinstance(rra, Mapping):

@@ -180,6 +180,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--small", action="store_true", help="smaller data, for a quick run")
     p.add_argument("--repeat", type=int, default=2, help="timed runs per scheduler")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray")
+    p.add_argument(
+        "--ml",
+        action="store_true",
+        help="the ML pipeline instead: dask ETL -> Ray Data inference -> dask aggregate",
+    )
+    p.add_argument("--rows", type=int, default=None, help="rows of the ML pipeline's data")
     p.set_defaults(run=_demo)
 
     p = sub.add_parser("bench", help="run benchmark workloads side by side (JSON + PNG)")

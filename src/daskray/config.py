@@ -49,6 +49,11 @@ DEFAULTS: dict[str, Any] = {
         # with a profile: never aim a group at less than this many seconds of work
         "min-duration": 0.005,
     },
+    "raydata": {
+        # build Datasets with Ray Data's internal constructors (metadata computed in daskray's
+        # own tasks) where this Ray's internals are known; False: the public from_*_refs
+        "internal-api": True,
+    },
     "locality": {
         # soft node affinity for tasks reading persisted values (see daskray.planning)
         "enabled": True,

@@ -68,12 +68,14 @@ from typing import Any
 import dask
 from dask.utils import key_split
 
-from . import _graph
+from . import _graph, pools
 from ._compat import AnnotationsTombstone, DataNode
 from .annotations import (
     NODE_AFFINITY,
     OPTIONS,
+    POOL,
     WORKERS,
+    AnnotationError,
     ResourceError,
     WorkerError,
     bad_annotation,
@@ -133,13 +135,16 @@ class Classes:
 
 
 def option_classes(graph: Graph, base: dict[str, Any]) -> Classes:
-    """The options class of every node: ``base`` merged with its own annotations."""
+    """The options class of every node: ``base`` merged with its own annotations (for tasks
+    on an actor pool, :func:`pool_options`)."""
     per_key: dict[Any, dict] = {}
     index = graph.index
     for name in OPTIONS:
         for key, value in graph.annotations.get(name, {}).items():
             if key in index and not isinstance(value, AnnotationsTombstone):
                 per_key.setdefault(key, {})[name] = value
+    if POOL in base:
+        base = pool_options(base, "<compute keywords>")
     classes = Classes(base)
     if not per_key:
         return classes
@@ -147,6 +152,20 @@ def option_classes(graph: Graph, base: dict[str, Any]) -> Classes:
     for key, ann in per_key.items():
         opts = dict(base)
         own = to_ray_options(ann, key)
+        if POOL in own or POOL in base:
+            placed = [k for k in _NOT_ON_POOLS if k in own]
+            if POOL in own and placed:
+                raise AnnotationError(
+                    f"Invalid annotations on key {key!r}: a task on the actor pool "
+                    f"{own[POOL]!r} runs where its actors are, with their resources; drop "
+                    f"{placed} (give the pool its resources: daskray.ActorPool(..., num_gpus=...))",
+                    [key],
+                )
+            if POOL not in own:  # its own placement wins over a compute-wide pool
+                opts = {k: v for k, v in opts.items() if k not in (POOL, *_NOT_ON_POOLS)}
+            else:
+                opts = pool_options({**opts, **own}, key)
+                own = {}
         if "resources" in own and "resources" in base:
             own["resources"] = {**base["resources"], **own["resources"]}
         opts.update(own)
@@ -193,6 +212,43 @@ def driver_classes(graph: Graph, classes: Classes) -> Classes:
             new = derived[cls] = out.intern({**out.options[cls], DRIVER: True})
         of[i] = new
     out.of = of
+    return out
+
+
+#: options that place a Ray task, meaningless for a task on an actor pool
+_NOT_ON_POOLS = ("num_cpus", "num_gpus", "memory", "resources", "scheduling_strategy")
+
+
+def pool_options(opts: dict, key: Any) -> dict:
+    """The options of a task on the actor pool ``opts["ray_actor_pool"]`` (a name or a
+    :class:`~daskray.pools.ActorPool`): the pool itself, its actors' resources (what
+    :func:`feasible` checks) and the task's retries (``max_retries``, default 3 as for a Ray
+    task, ``retry_exceptions``); nothing else of ``opts`` applies to it.
+
+    >>> pool = pools.ActorPool("doc-planning", dict, num_gpus=1)
+    >>> pool_options({"ray_actor_pool": "doc-planning", "num_cpus": 4}, "k")
+    {'ray_actor_pool': ActorPool('doc-planning', size=1), 'num_cpus': 1, 'num_gpus': 1, 'max_retries': 3}
+    >>> pool.close()
+    """  # noqa: E501
+    pool = opts[POOL]
+    if isinstance(pool, str):
+        found = pools.lookup(pool)
+        if found is None:
+            raise AnnotationError(
+                f"Unknown actor pool {pool!r} on key {key!r}: declare it first with "
+                f"daskray.ActorPool({pool!r}, setup, size=...); declared: {pools.names()}",
+                [key],
+            )
+        pool = found
+    out: dict[str, Any] = {POOL: pool, "num_cpus": pool.num_cpus}
+    for name, value in (("num_gpus", pool.num_gpus), ("memory", pool.memory)):
+        if value:
+            out[name] = value
+    if pool.resources:
+        out["resources"] = dict(pool.resources)
+    out["max_retries"] = opts.get("max_retries", 3)
+    if opts.get("retry_exceptions"):
+        out["retry_exceptions"] = True
     return out
 
 
@@ -382,8 +438,8 @@ def place(
     derived: dict[tuple[int, str], int] = {}
     for i, node in sorted(home.items()):  # class ids in node order, whatever the walk's order
         cls = of[i]
-        if "scheduling_strategy" in placed.options[cls]:
-            continue  # the user's placement wins
+        if "scheduling_strategy" in placed.options[cls] or POOL in placed.options[cls]:
+            continue  # the user's placement wins; a pool's tasks run where its actors are
         new = derived.get((cls, node))
         if new is None:
             opts = {**placed.options[cls], "scheduling_strategy": (NODE_AFFINITY, node, True)}
@@ -457,6 +513,8 @@ def feasible(classes: Classes, names: list, records: list) -> Classes:
         nodes = [n for n in alive if n["NodeID"] == strategy[1]] if pinned else alive
         need = _request(opts)
         if any(all(n["Resources"].get(k, 0) >= v for k, v in need.items()) for n in nodes):
+            if POOL in opts:
+                _pool_fits(opts[POOL], need, nodes, classes.keys_of(cls, names))
             continue
         keys = classes.keys_of(cls, names)
         hidden = ("node:", "object_store_memory")
@@ -477,6 +535,23 @@ def feasible(classes: Classes, names: list, records: list) -> Classes:
             need,
         )
     return out
+
+
+def _pool_fits(pool: Any, need: dict, nodes: list, keys: list) -> None:
+    """Raise :class:`ResourceError` unless ``nodes`` can hold ``pool.size`` actors that each
+    hold ``need`` (counted against the nodes' total resources)."""
+    fits = 0
+    for n in nodes:
+        res = n["Resources"]
+        fits += min((int(res.get(k, 0) // v) for k, v in need.items()), default=pool.size)
+    if fits < pool.size:
+        raise ResourceError(
+            f"The actor pool {pool.name!r} of the tasks {keys} needs {pool.size} actors of "
+            f"{need}, and the cluster's alive nodes hold {fits}. Make the pool smaller, lower "
+            "its resources or add nodes.",
+            keys,
+            need,
+        )
 
 
 def _request(opts: dict) -> dict:

@@ -32,10 +32,16 @@ from .config import option
 from .futures import future
 from .ingest import Graph, ingest
 from .planning import Classes, make_plan
-from .worker import reemit, run_group, run_group_profiled
+from .worker import reemit, run_group, run_group_profiled, run_group_with_state
 
 #: annotations that get(...) also takes as compute-wide defaults
-_COMPUTE_ANNOTATIONS = ("resources", "retries", "workers", "allow_other_workers")
+_COMPUTE_ANNOTATIONS = (
+    "resources",
+    "retries",
+    "workers",
+    "allow_other_workers",
+    "ray_actor_pool",
+)
 #: every keyword get(...) reads (a close miss of one of these warns, see :class:`_Request`)
 KEYWORDS = (
     "debug",
@@ -79,14 +85,21 @@ OTHER_SCHEDULERS_KEYWORDS = frozenset(
 )
 
 
-def run_local(plan: _graph.Plan, graph: Graph, observer: Observer | None = None) -> list:
+def run_local(
+    plan: _graph.Plan,
+    graph: Graph,
+    observer: Observer | None = None,
+    classes: Classes | None = None,
+) -> list:
     """Run ``plan`` group by group in this process; return the targets' values. With an
     ``observer`` whose ``profiles`` is a list (a performance report is open), every group runs
-    timed, as on Ray, and its profile (on node ``"local"``) is appended to it."""
+    timed, as on Ray, and its profile (on node ``"local"``) is appended to it. Groups on an
+    actor pool (``classes``) run with the state of one local ``setup()`` call per pool."""
     names, nodes = graph.names, graph.nodes
     profiles = observer.profiles if observer is not None else None
     seen: set = set()
     values: dict = {}
+    states: dict = {}
     for g in range(plan.ngroups):
         if observer is not None:
             observer.submitted(g)
@@ -97,7 +110,13 @@ def run_local(plan: _graph.Plan, graph: Graph, observer: Observer | None = None)
             [names[i] for i in outputs],
         )
         args = [values[i] for i in inputs]
-        if profiles is None:
+        pool = _pool_of(classes, members[0]) if classes is not None else None
+        if pool is not None:  # an actor pool's group: with the pool's local state
+            if pool.name not in states:
+                states[pool.name] = pool.setup()
+            result = run_group_with_state(states[pool.name], spec, *args)
+            result = [result] if len(outputs) == 1 else result
+        elif profiles is None:
             result = run_group(spec, *args)
             result = [result] if len(outputs) == 1 else result
         else:  # a performance report is open: time the group, warnings propagate as they are
@@ -109,6 +128,11 @@ def run_local(plan: _graph.Plan, graph: Graph, observer: Observer | None = None)
         if observer is not None:
             observer.done(g)
     return [values[t] for t in graph.targets]
+
+
+def _pool_of(classes: Classes, i: int) -> Any:
+    opts = classes.options[classes.of[i] if classes.of is not None else 0]
+    return opts.get("ray_actor_pool")
 
 
 def get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
@@ -130,9 +154,10 @@ def get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
         Override ``daskray.fusion.enabled``.
     ray_remote_args : dict, optional
         Ray options for every Ray task of this compute (``num_cpus``, ``resources``, ...).
-    resources, retries, workers, allow_other_workers : optional
-        Compute-wide defaults spelled as dask annotations (``resources={"GPU": 1}``); per-key
-        annotations override them (see :mod:`daskray.annotations`).
+    resources, retries, workers, allow_other_workers, ray_actor_pool : optional
+        Compute-wide defaults spelled as dask annotations (``resources={"GPU": 1}``,
+        ``ray_actor_pool="model"``); per-key annotations override them (see
+        :mod:`daskray.annotations`, :mod:`daskray.pools`).
     address, num_cpus : optional
         Override ``daskray.address`` / ``daskray.num-cpus`` when Ray is not yet connected.
     **other
@@ -162,6 +187,13 @@ def _persisted(dsk: Any, keys: list, kwargs: dict) -> list:
     return [future(k, h) if is_ref else h for k, (is_ref, h) in zip(keys, handles, strict=True)]
 
 
+def compute_refs(dsk: Any, keys: list, kwargs: dict) -> list:
+    """Compute the flat list ``keys`` of ``dsk`` on Ray and leave the values there: one
+    ``(is_ref, ObjectRef or local value)`` per key, with the compute's task watch for
+    :func:`daskray._ray.gather_only` (the hand-offs of :mod:`daskray.raydata` use it)."""
+    return _compute(dsk, keys, dict(kwargs), fetch=False)[1]
+
+
 def _compute(dsk: Any, keys: Any, kwargs: dict, fetch: bool) -> Any:
     """:func:`get`'s pipeline; ``fetch=False`` (persist) answers ``(graph, handles)``: an
     ObjectRef, or a local value, per requested key, left where it is."""
@@ -175,7 +207,7 @@ def _compute(dsk: Any, keys: Any, kwargs: dict, fetch: bool) -> Any:
     if request.debug:
         plan = make_plan(graph, os.cpu_count() or 1, request.fuse, classes)
         with observing(plan, graph, request.callbacks, started) as observer:
-            values = run_local(plan, graph, observer)
+            values = run_local(plan, graph, observer, classes)
             observer.sent(plan)
             observer.gathered()
         return graph.repack(values) if fetch else (graph, [(False, v) for v in values])

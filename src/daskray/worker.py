@@ -28,6 +28,42 @@ from dask.utils import key_split
 
 from ._compat import GraphNode, Task, TaskRef, execute_subgraph
 
+_NO_STATE = object()
+_state: list = [_NO_STATE]  # what this process's actor-pool setup() returned
+
+
+def actor_state() -> Any:
+    """What ``setup()`` returned in the actor of a :class:`daskray.ActorPool` running this
+    task (a model loaded once per actor); a task not annotated ``ray_actor_pool=`` has none.
+
+    >>> actor_state()
+    Traceback (most recent call last):
+    ...
+    RuntimeError: daskray.actor_state(): this task runs on no actor pool; annotate it with dask.annotate(ray_actor_pool=NAME) (or compute with ray_actor_pool=NAME)
+    """  # noqa: E501
+    state = _state[0]
+    if state is _NO_STATE:
+        raise RuntimeError(
+            "daskray.actor_state(): this task runs on no actor pool; annotate it with "
+            "dask.annotate(ray_actor_pool=NAME) (or compute with ray_actor_pool=NAME)"
+        )
+    return state
+
+
+def start_actor(setup: Any) -> None:
+    """Run an actor pool's ``setup()`` in this (actor) process and keep what it returns."""
+    _state[0] = setup()
+
+
+def run_group_with_state(state: Any, spec: tuple, *values: Any) -> Any:
+    """:func:`run_group` with :func:`actor_state` answering ``state`` (a local run of a pool's
+    group, ``debug=True``)."""
+    old, _state[0] = _state[0], state
+    try:
+        return run_group(spec, *values)
+    finally:
+        _state[0] = old
+
 
 def run_group(spec: tuple, *values: Any) -> Any:
     """Run a fused group; return its single output, or a tuple of its outputs."""
