@@ -14,6 +14,7 @@ compiled side is skipped only when ``DASKRAY_NO_EXTENSIONS`` selects the twin.
 from __future__ import annotations
 
 from array import array
+from dataclasses import replace
 from itertools import pairwise
 
 import pytest
@@ -1334,55 +1335,24 @@ def test_random_dag_invariants(args):
     parity test below)."""
     names, deps, targets, weights, classes, flags, gw, sf, bw = args
     index, indptr, indices = _pure.intern(names, deps)
-    p = _pure.plan(
-        names,
-        indptr,
-        indices,
-        targets,
-        PlanOptions(
-            weights=weights,
-            classes=classes,
-            flags=flags,
-            group_weight=gw,
-            split_fanout=sf,
-            bundle_weight=bw,
-        ),
+    opts = PlanOptions(
+        weights=weights,
+        classes=classes,
+        flags=flags,
+        group_weight=gw,
+        split_fanout=sf,
+        bundle_weight=bw,
     )
+    p = _pure.plan(names, indptr, indices, targets, opts)
     check_plan(p, indptr, indices, targets, classes=classes, flags=flags)
     w = default_weights(indptr) if weights is None else weights
     check_group_weights(p, w, gw, bw)
     if gw <= 1:
         assert p.ngroups == len(p.order)
     if weights is None:
-        assert p == _pure.plan(
-            names,
-            indptr,
-            indices,
-            targets,
-            PlanOptions(
-                weights=w,
-                classes=classes,
-                flags=flags,
-                group_weight=gw,
-                split_fanout=sf,
-                bundle_weight=bw,
-            ),
-        )
+        assert p == _pure.plan(names, indptr, indices, targets, replace(opts, weights=w))
     if bw == 0:
-        assert p == _pure.plan(
-            names,
-            indptr,
-            indices,
-            targets,
-            PlanOptions(
-                weights=weights,
-                classes=classes,
-                flags=flags,
-                group_weight=gw,
-                split_fanout=sf,
-                bundle_weight=gw,
-            ),
-        )
+        assert p == _pure.plan(names, indptr, indices, targets, replace(opts, bundle_weight=gw))
 
 
 @needs_core
@@ -1394,58 +1364,24 @@ def test_parity_random_dag(args):
     r_pure = _pure.intern(names, deps)
     assert r_core == r_pure
     index, indptr, indices = r_core
-    p_core = _core.plan(
-        names,
-        indptr,
-        indices,
-        targets,
-        PlanOptions(
-            weights=weights,
-            classes=classes,
-            flags=flags,
-            group_weight=gw,
-            split_fanout=sf,
-            bundle_weight=bw,
-            priorities=prio,
-            parallelism=par,
-        ),
+    opts = PlanOptions(
+        weights=weights,
+        classes=classes,
+        flags=flags,
+        group_weight=gw,
+        split_fanout=sf,
+        bundle_weight=bw,
+        priorities=prio,
+        parallelism=par,
     )
-    p_pure = _pure.plan(
-        names,
-        indptr,
-        indices,
-        targets,
-        PlanOptions(
-            weights=weights,
-            classes=classes,
-            flags=flags,
-            group_weight=gw,
-            split_fanout=sf,
-            bundle_weight=bw,
-            priorities=prio,
-            parallelism=par,
-        ),
-    )
+    p_core = _core.plan(names, indptr, indices, targets, opts)
+    p_pure = _pure.plan(names, indptr, indices, targets, opts)
     assert p_core == p_pure
     check_plan(p_core, indptr, indices, targets, classes=classes, flags=flags)
     w = default_weights(indptr) if weights is None else weights
     check_group_weights(p_core, w, gw, bw)
     if prio is not None:  # priorities reorder groups, never change them
-        plain = _pure.plan(
-            names,
-            indptr,
-            indices,
-            targets,
-            PlanOptions(
-                weights=weights,
-                classes=classes,
-                flags=flags,
-                group_weight=gw,
-                split_fanout=sf,
-                bundle_weight=bw,
-                parallelism=par,
-            ),
-        )
+        plain = _pure.plan(names, indptr, indices, targets, replace(opts, priorities=None))
         assert plain.ngroups == p_core.ngroups
         assert sorted(map(tuple, map(list, _members(plain)))) == sorted(
             map(tuple, map(list, _members(p_core)))

@@ -180,6 +180,25 @@ def option_classes(graph: Graph, base: dict[str, Any]) -> Classes:
 DRIVER = "daskray.driver"
 
 
+def descendants(indptr: Any, indices: Any, start: Any, reverse: tuple | None = None) -> set:
+    """The ids in ``start`` and every node that (transitively) depends on one of them;
+    ``reverse``: the graph's ``transpose``, when the caller has it already.
+
+    >>> sorted(descendants([0, 0, 1, 1, 2], [0, 2], [0]))
+    [0, 1]
+    """
+    dptr, dependents = reverse if reverse is not None else _graph.transpose(indptr, indices)
+    seen = set(start)
+    stack = list(seen)
+    while stack:
+        i = stack.pop()
+        for c in dependents[dptr[i] : dptr[i + 1]]:
+            if c not in seen:
+                seen.add(c)
+                stack.append(c)
+    return seen
+
+
 def driver_classes(graph: Graph, classes: Classes) -> Classes:
     """``classes`` with every task that must run in the driver (``graph.driver``) and every
     task downstream of one in a class of its own: its options plus :data:`DRIVER`.
@@ -193,15 +212,7 @@ def driver_classes(graph: Graph, classes: Classes) -> Classes:
     """
     if not len(graph.driver):
         return classes
-    dptr, dependents = _graph.transpose(graph.indptr, graph.indices)
-    seen = set(graph.driver)
-    stack = list(graph.driver)
-    while stack:
-        i = stack.pop()
-        for c in dependents[dptr[i] : dptr[i + 1]]:
-            if c not in seen:
-                seen.add(c)
-                stack.append(c)
+    seen = descendants(graph.indptr, graph.indices, graph.driver)
     out = classes.copy()
     of = out.of if out.of is not None else [0] * len(graph.names)
     derived: dict[int, int] = {}
@@ -455,14 +466,7 @@ def _best_nodes(
     """The node holding most of each task's (transitively read) located bytes, where those
     reach ``min_bytes``: a walk in Kahn's order over the located values' descendants."""
     dptr, dependents = _graph.transpose(indptr, indices)
-    seen = set(located)
-    stack = list(located)
-    while stack:
-        i = stack.pop()
-        for c in dependents[dptr[i] : dptr[i + 1]]:
-            if c not in seen:
-                seen.add(c)
-                stack.append(c)
+    seen = descendants(indptr, indices, located, (dptr, dependents))
     waiting = {i: sum(1 for d in indices[indptr[i] : indptr[i + 1]] if d in seen) for i in seen}
     weight: dict[int, dict[str, int]] = {i: {node: b} for i, (node, b) in located.items()}
     home: dict[int, str] = {}
