@@ -110,7 +110,10 @@ class RayFuture:
         return f"<RayFuture {self.key!r}{': ' + self._status if self._status else ''}>"
 
     def __dask_tokenize__(self):
-        return ("daskray.RayFuture", self.key)
+        # with the ref: dask-expr reuses a live expression of equal token, which would hand a
+        # collection persisted a second time the first one's futures
+        ref = self.ref.hex() if self.ref is not None else None
+        return ("daskray.RayFuture", self.key, ref)
 
     # -- concurrent.futures / distributed.Future ------------------------------------------
 
