@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 
 import dask
 import dask.array as da
@@ -200,8 +201,12 @@ def test_closing_a_pool_stops_its_actors_and_a_new_one_starts_fresh(ray_ctx, tmp
         y.compute(scheduler=daskray.get)
         (actor,) = first._live.actors
     assert first._live is None and "p" not in daskray.pools.names()
+    # ray.kill is asynchronous: a call racing it may still run; within 30 s one must fail
+    deadline = time.monotonic() + 30
     with pytest.raises(ray_ctx.exceptions.RayActorError):
-        ray_ctx.get(actor.run.remote(([], [], [])), timeout=30)
+        while time.monotonic() < deadline:
+            ray_ctx.get(actor.run.remote(([], [], [])), timeout=30)
+            time.sleep(0.2)
     with daskray.ActorPool("p", functools.partial(load_model, str(tmp_path), 3.0), num_cpus=0.5):
         np.testing.assert_array_equal(y.compute(scheduler=daskray.get)[:, 0], np.arange(4) * 3.0)
     assert loads(tmp_path) == 2
