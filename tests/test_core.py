@@ -21,6 +21,7 @@ import pytest
 from daskray._graph import NO_EXTENSIONS, _pure
 from daskray._graph._common import (
     BLOCK_FUSION,
+    PACK_ALONE,
     CycleError,
     GraphError,
     InvalidKeyError,
@@ -1305,7 +1306,7 @@ def plan_args(draw):
     flags = draw(
         st.none()
         | st.lists(
-            st.sampled_from([0, 0, 0, 0, BLOCK_FUSION, 2, BLOCK_FUSION | 2]),
+            st.sampled_from([0, 0, 0, 0, BLOCK_FUSION, PACK_ALONE, BLOCK_FUSION | PACK_ALONE]),
             min_size=n,
             max_size=n,
         )
@@ -1458,6 +1459,23 @@ def test_levels_keep_classes_and_blocked_nodes_apart(core):
     p = core.plan(names, indptr, indices, tids, opts)
     check_plan(p, indptr, indices, tids, classes=classes, flags=flags)
     assert p.ngroups < len(names) // 2
+
+
+def test_levels_never_pack_a_pack_alone_group(core):
+    """A group holding a ``PACK_ALONE`` node (an exchange's map or reducer, whose arguments
+    Ray holds in its object store together) keeps the members the other steps gave it."""
+    graph = _layered(4, 32, 2, seed=3)
+    names, index, indptr, indices, tids = build(core, graph, ["top"])
+    flags = [PACK_ALONE if i % 5 == 0 else 0 for i in range(len(names))]
+    loose = core.plan(names, indptr, indices, tids, PlanOptions(group_weight=100, flags=flags))
+    opts = PlanOptions(group_weight=100, flags=flags, parallelism=2)
+    packed = core.plan(names, indptr, indices, tids, opts)
+    check_plan(packed, indptr, indices, tids)
+    assert packed.ngroups < loose.ngroups // 2  # the rest is packed
+    for v in range(len(names)):
+        if flags[v] and loose.group_of[v] != -1:
+            alone = sorted(loose.group(loose.group_of[v])[0])
+            assert sorted(packed.group(packed.group_of[v])[0]) == alone
 
 
 def test_levels_off_without_fusion_or_parallelism(core):

@@ -9,6 +9,7 @@ import os
 
 from ._common import (
     BLOCK_FUSION,
+    PACK_ALONE,
     CycleError,
     GraphError,
     InvalidKeyError,
@@ -35,6 +36,7 @@ __all__ = [
     "GraphError",
     "InvalidKeyError",
     "MissingDependencyError",
+    "PACK_ALONE",
     "Plan",
     "PlanOptions",
     "intern",

@@ -18,6 +18,7 @@ __all__ = [
     "GraphError",
     "InvalidKeyError",
     "MissingDependencyError",
+    "PACK_ALONE",
     "Plan",
     "PlanOptions",
     "checked_targets",
@@ -29,6 +30,9 @@ __all__ = [
 
 #: ``flags`` bit: never fuse this node with another (dask's ``GraphNode.block_fusion``).
 BLOCK_FUSION = 1
+#: ``flags`` bit: the node's group is never packed with others of its level (a heavy value, such
+#: as an exchange's map or reducer: Ray holds a task's arguments in its object store together).
+PACK_ALONE = 2
 
 _SHOWN = 10  # how many dependents an error message lists before it says "and N more"
 
@@ -123,7 +127,8 @@ class PlanOptions:
         Largest number of dependents of an input shared in a cluster (``< 2``: no clusters).
     weights, classes, flags : sequence of int, optional
         Per node: estimated cost (default: 1 + its number of dependencies), fusion class (nodes
-        of different classes never share a group; default 0) and ``BLOCK_FUSION`` bits.
+        of different classes never share a group; default 0) and flag bits (``BLOCK_FUSION``,
+        ``PACK_ALONE``).
     priorities : sequence of int, optional
         Per node (dask's ``priority`` annotation): among groups ready at the same point of the
         group order, those holding a higher priority come first.

@@ -121,7 +121,8 @@ in the order of their first members (neighbours in ``order`` share inputs). This
 level-wise clustering step of acyclic DAG partitioners (Herrmann et al., "Multilevel algorithms
 for acyclic partitioning of directed acyclic graphs", 2019) applied to the group graph: a
 random layered DAG of 12,000 tiny tasks goes from 4,156 groups to 93, and a level of many
-ready groups still offers ``parallelism`` of them at once.
+ready groups still offers ``parallelism`` of them at once. A group holding a ``PACK_ALONE``
+node (a heavy value: an exchange's map or reducer) is never packed.
 
 Numbering and the plan
 ----------------------
@@ -140,6 +141,7 @@ from libc.string cimport memset
 
 from ._common import (
     BLOCK_FUSION,
+    PACK_ALONE,
     Plan,
     PlanOptions,
     checked_targets,
@@ -154,6 +156,7 @@ __all__ = ["intern", "plan", "transpose"]
 ctypedef long long i64
 
 cdef i64 BLOCK = BLOCK_FUSION
+cdef i64 ALONE = PACK_ALONE
 cdef array _I64 = array("q")
 
 

@@ -14,6 +14,7 @@ from array import array
 
 from ._common import (
     BLOCK_FUSION,
+    PACK_ALONE,
     Plan,
     PlanOptions,
     checked_targets,
@@ -757,7 +758,8 @@ def _merge_levels(w, parallelism, group_weight):
     """Levels: groups of one top level never depend on each other, so any merge among them
     keeps the group graph acyclic. A level (per class) of more than ``parallelism`` groups is
     packed, in order of their first members, into ``max(parallelism, weight / group_weight)``
-    groups of about equal weight; groups holding a ``BLOCK_FUSION`` node stay alone."""
+    groups of about equal weight; groups holding a ``BLOCK_FUSION`` or ``PACK_ALONE`` node stay
+    alone."""
     ng = w.ng
     m = w.m
     order = w.order
@@ -773,7 +775,7 @@ def _merge_levels(w, parallelism, group_weight):
         if first[g] == m:
             first[g] = i
             gk[g] = w.classes[v]
-        if w.flags[v] & BLOCK_FUSION:
+        if w.flags[v] & (BLOCK_FUSION | PACK_ALONE):
             blocked[g] = 1
     gptr, gsucc = _transpose(w.indptr, w.indices, order, gid, ng)
     level = _group_levels(ng, gptr, gsucc)

@@ -35,7 +35,8 @@ cdef void _merge_levels(_Work w, i64 parallelism, i64 group_weight) except *:
     """Levels: groups of one top level never depend on each other, so any merge among them
     keeps the group graph acyclic. A level (per class) of more than ``parallelism`` groups is
     packed, in order of their first members, into ``max(parallelism, weight / group_weight)``
-    groups of about equal weight; groups holding a ``BLOCK_FUSION`` node stay alone."""
+    groups of about equal weight; groups holding a ``BLOCK_FUSION`` or ``PACK_ALONE`` node stay
+    alone."""
     cdef i64 ng = w.ng
     cdef Py_ssize_t m = w.m, i
     cdef i64 *order = w.order
@@ -56,7 +57,7 @@ cdef void _merge_levels(_Work w, i64 parallelism, i64 group_weight) except *:
         if first[g] == m:
             first[g] = i
             gk[g] = w.classes[v]
-        if w.flags[v] & BLOCK:
+        if w.flags[v] & (BLOCK | ALONE):
             blocked[g] = 1
     cdef _Buf gptr_b = _Buf(ng + 1, 0)
     cdef _Buf gsucc_b = _transpose(w.indptr, w.indices, order, m, gid, gptr_b.p, ng)

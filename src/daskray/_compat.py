@@ -34,6 +34,20 @@ def called_by_dask_persist() -> bool:
     return caller is not None and caller.f_code is _PERSIST_CODE
 
 
+def shuffle_group_function():
+    """dask-expr's group function of its tasks shuffle (``SimpleShuffle._shuffle_group``), or
+    None while ``dask.dataframe`` is not imported (a graph holding one has imported it)."""
+    mod = sys.modules.get("dask.dataframe.dask_expr._shuffle")
+    return None if mod is None else mod.SimpleShuffle._shuffle_group
+
+
+def frame_concat():
+    """dask.dataframe's ``_concat`` (what dask's shuffles concatenate their pieces with)."""
+    from dask.dataframe.core import _concat
+
+    return _concat
+
+
 __all__ = [
     "Alias",
     "AnnotationsTombstone",
@@ -49,4 +63,6 @@ __all__ = [
     "TaskRef",
     "convert_legacy_graph",
     "execute_subgraph",
+    "frame_concat",
+    "shuffle_group_function",
 ]

@@ -49,6 +49,15 @@ DEFAULTS: dict[str, Any] = {
         # with a profile: never aim a group at less than this many seconds of work
         "min-duration": 0.005,
     },
+    "exchange": {
+        # run dask's tasks shuffles as one all-to-all (daskray.exchange); False: as dask built
+        "enabled": True,
+        # literal input partitions smaller than this are light (fused as any tasks); data made
+        # in tasks is always heavy (one Ray task per map and per reducer group)
+        "heavy-bytes": 8_388_608,
+        # at most this many pieces (maps x reducer groups); beyond, both are batched
+        "max-pieces": 16_384,
+    },
     "raydata": {
         # build Datasets with Ray Data's internal constructors (metadata computed in daskray's
         # own tasks) where this Ray's internals are known; False: the public from_*_refs

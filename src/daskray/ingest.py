@@ -23,8 +23,10 @@ from itertools import repeat
 from operator import attrgetter
 from typing import Any
 
-from . import _graph
-from ._compat import Alias, DataNode, GraphNode, Task, convert_legacy_graph
+import dask
+
+from . import _graph, exchange
+from ._compat import Alias, DataNode, GraphNode, Task, convert_legacy_graph, shuffle_group_function
 from ._graph import InvalidKeyError, MissingDependencyError
 from .annotations import graph_and_annotations
 from .futures import RayFuture, persisted
@@ -46,11 +48,13 @@ class Graph:
         "flags",
         "annotations",
         "driver",
+        "exchange",
     )
 
     def __init__(
         self, names, nodes, index, indptr, indices, targets, request, flags, annotations, driver=()
     ):
+        self.exchange = None  # (heavy ids, free ids) of the exchanges (daskray.exchange)
         self.driver = driver  # ids of the tasks that must run in the driver (daskray.stores)
         self.flags = flags
         self.annotations = annotations
@@ -116,7 +120,7 @@ def is_object_ref(value: Any) -> bool:
     return t.__name__ == "ObjectRef" and t.__module__.startswith("ray")
 
 
-def _nodes(mapping: dict) -> tuple[list, list, set, dict | None]:
+def _nodes(mapping: dict, wanted: list) -> tuple[list, list, set, dict | None, tuple | None]:
     """Keys and ``GraphNode`` values of a task mapping, checked.
 
     A mapping whose values are all ``GraphNode`` already (what dask-expr and HighLevelGraph
@@ -124,7 +128,9 @@ def _nodes(mapping: dict) -> tuple[list, list, set, dict | None]:
     ``convert_legacy_graph``. The per-node checks run as C-level ``map``/comprehensions: on
     10^6 nodes each Python-level step per node costs a tenth of a second. The fourth result is
     the dict whose keys ``names`` are, in order (for :func:`daskray._graph.intern` to reuse
-    their hashes), or None.
+    their hashes), or None. The fifth: when dask tasks shuffles were replaced by exchanges
+    (:mod:`daskray.exchange`; none whose intermediate keys are ``wanted``), the keys to weigh
+    as heavy and as free, else None.
     """
     nodes = list(mapping.values())
     source = None
@@ -146,7 +152,8 @@ def _nodes(mapping: dict) -> tuple[list, list, set, dict | None]:
         nodes = list(converted.values())
         source = converted
         types = set(map(type, nodes))
-    if Task in types and not all(map(callable, [n.func for n in nodes if type(n) is Task])):
+    funcs = [n.func for n in nodes if type(n) is Task] if Task in types else []
+    if not all(map(callable, funcs)):
         for k, node in zip(names, nodes):
             if type(node) is Task and not callable(node.func):
                 raise TypeError(
@@ -159,7 +166,13 @@ def _nodes(mapping: dict) -> tuple[list, list, set, dict | None]:
                 # stored under another key than its own (a top-level List with key None, an
                 # Alias or DataNode built without a key): results are keyed by the graph key
                 nodes[i] = Task(k, same, node)
-    return names, nodes, types, source
+    group_fn = shuffle_group_function() if funcs else None
+    if group_fn is not None and group_fn in funcs and dask.config.get("daskray.exchange.enabled"):
+        rewritten = exchange.rewrite(names, nodes, wanted)
+        if rewritten is not None:
+            names, nodes, heavy, free = rewritten
+            return names, nodes, types, None, (heavy, free)
+    return names, nodes, types, source, None
 
 
 def _add_held(names, nodes, deps, types, wanted, held, mapping) -> None:
@@ -190,9 +203,9 @@ def ingest(dsk: Any, keys: Any) -> Graph:
     mapping, annotations = graph_and_annotations(dsk)
     if not isinstance(mapping, dict):
         mapping = dict(mapping)  # materialize a HighLevelGraph's layers
-    names, nodes, types, source = _nodes(mapping)
     flat: list = []
     _flatten_request(keys, flat)
+    names, nodes, types, source, exchanged = _nodes(mapping, flat)
     deps = list(map(_dependencies, nodes))
     held = persisted()
     if held:  # values persisted on Ray that this graph refers to: their refs, as data
@@ -234,4 +247,7 @@ def ingest(dsk: Any, keys: Any) -> Graph:
         )
     flags = _flags(nodes, types)
     driver = driver_bound(names, nodes) if Task in types else []
-    return Graph(names, nodes, index, indptr, indices, targets, keys, flags, annotations, driver)
+    graph = Graph(names, nodes, index, indptr, indices, targets, keys, flags, annotations, driver)
+    if exchanged is not None:
+        graph.exchange = tuple([index[k] for k in ks if k in index] for ks in exchanged)
+    return graph

@@ -318,12 +318,42 @@ def sizing(graph: Graph, cpus: int, fuse: bool | None = None) -> Sizing:
         weights = profile_weights(graph.names, profile)
         floor = max(1, round(float(cfg["min-duration"]) * 1e6))
         group = max(floor, -(-sum(weights) // (cpus * per_cpu)))
-        return Sizing(weights, group, max(1, group // per_cpu), parallelism)
-    lo = max(1, int(cfg["min-group-size"]))
-    hi = max(lo, int(cfg["max-group-size"]))
-    total = len(graph.nodes) + len(graph.indices)  # the core's default weights, summed
-    group = min(hi, max(lo, -(-total // (cpus * per_cpu))))
-    return Sizing(None, group, max(lo, group // per_cpu), parallelism)
+        bundle = max(1, group // per_cpu)
+    else:
+        lo = max(1, int(cfg["min-group-size"]))
+        hi = max(lo, int(cfg["max-group-size"]))
+        total = len(graph.nodes) + len(graph.indices)  # the core's default weights, summed
+        group = min(hi, max(lo, -(-total // (cpus * per_cpu))))
+        weights, bundle = None, max(lo, group // per_cpu)
+    if graph.exchange is not None and group > 1:
+        weights = _exchange_weights(graph, weights, group)
+    return Sizing(weights, group, bundle, parallelism)
+
+
+def _flags(graph: Graph) -> Any:
+    """The core's per-node flags: the graph's, plus ``PACK_ALONE`` on an exchange's heavy
+    maps and reducers."""
+    if graph.exchange is None or not graph.exchange[0]:
+        return graph.flags
+    flags = list(graph.flags) if graph.flags is not None else [0] * len(graph.nodes)
+    for i in graph.exchange[0]:
+        flags[i] |= _graph.PACK_ALONE
+    return flags
+
+
+def _exchange_weights(graph: Graph, weights: list | None, group: int) -> list:
+    """An exchange's heavy maps and reducers weigh just over half a group (no two share one; the
+    chains reading a reducer's output, and its free pieces, still join it), its pieces nothing
+    (see :mod:`daskray.exchange`)."""
+    if weights is None:
+        indptr = graph.indptr
+        weights = [1 + indptr[i + 1] - indptr[i] for i in range(len(graph.nodes))]
+    heavy, free = graph.exchange
+    for i in heavy:
+        weights[i] = group // 2 + 1
+    for i in free:
+        weights[i] = 0
+    return weights
 
 
 _profiles: dict[Any, dict] = {}
@@ -392,7 +422,7 @@ def make_plan(
         cluster_fanout=int(cfg["cluster-fanout"]),
         weights=size.weights,
         classes=classes.of if classes is not None else None,
-        flags=graph.flags,
+        flags=_flags(graph),
         priorities=priorities(graph.names, graph.index, graph.annotations),
         parallelism=size.parallelism,
     )

@@ -1,0 +1,316 @@
+"""Exchange: dask's ``tasks`` shuffle, recognised in the graph and run as one all-to-all.
+
+dask's tasks shuffle (dask-expr's ``TaskShuffle``, what ``daskray.enable()`` selects for
+``shuffle``, ``set_index``, ``sort_values``, hash ``merge`` and ``groupby(split_out=...)``)
+moves data in ``s = ceil(log_32 n)`` stages so that the task count stays below ``n^2``: per
+stage, every partition is split into ``k`` pieces (``group-*`` tasks returning dicts, then
+``split-*`` getitems) and every stage output concatenates ``k`` of them (``_concat``). Every
+stage moves the whole dataset once more; on Ray each move is ``n k`` objects written to the
+object store and, beyond memory, spilled and restored.
+
+Here the stages collapse into one exchange, the shape of Exoshuffle's push-based shuffle and of
+dask distributed's P2P shuffle -- map tasks with one return per reducer, the data moving once::
+
+    map j        map_pieces(b input partitions): dask's own ``shuffle_group`` on each, its
+                 rows cut once into one piece per reducer group (``num_returns``)
+    piece j, R   getitem: the Ray object holding map j's rows for reducer group R
+    reduce R     reduce_pieces(piece 0, R ... piece n/b - 1, R): each output partition of
+                 group R, concatenated from every map's piece in input order
+
+``n/b + m/r`` tasks and ``(n/b)(m/r)`` pieces, with ``b = r = 1`` until ``n m`` passes
+``daskray.exchange.max-pieces`` (then both grow as ``sqrt(n m / max-pieces)``). Each output
+partition is exactly dask's: the rows of the input partitions, in input order (the staged
+shuffle concatenates in that order too: stage ``t`` orders its inputs by digit ``t`` of the
+input index, so after the last stage the most significant digit sorts first). The output keys
+keep their names, so whatever consumes them (``set_index``'s sorts, a merge's joins) is
+untouched.
+
+**Heavy or light.** Partitions of unknown size (made inside tasks, read from files) are assumed
+heavy, as dask sizes them (~100 MB): every map and every reducer group is its own Ray task
+(:mod:`daskray.planning` weighs them a whole group each, the pieces nothing, so a map runs
+with its pieces as one multi-output task and no two maps or reducers share a task, whose
+arguments Ray would hold in the object store together). Partitions whose inputs are literal
+data in the graph and measure less than ``daskray.exchange.heavy-bytes`` each are light and
+are fused as any other tasks.
+
+A shuffle whose intermediate keys something else depends on, or that does not have the shape
+described above, is left as dask built it.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask
+from dask.sizeof import sizeof
+
+from ._compat import DataNode, Task, TaskRef, frame_concat, shuffle_group_function
+
+
+@dataclass
+class _Stage:
+    """The ``group-{name}`` tasks of one stage of a staged shuffle."""
+
+    name: str
+    stage: int
+    spec: tuple  # (cols, k, npartitions_input, ignore_index, nfinal)
+    groups: dict = field(default_factory=dict)  # input label -> (group key, source key)
+    prev: str | None = None  # the stage feeding this one
+
+
+@dataclass
+class Exchange:
+    """One recognised shuffle: its real inputs in order, its outputs and their target parts."""
+
+    stages: list  # _Stage, first to last
+    inputs: list  # source keys, in input-partition order
+    outputs: list  # (output key, target partition), by target
+    internal: set  # every key the exchange replaces
+
+    @property
+    def spec(self) -> tuple:
+        return self.stages[-1].spec
+
+
+def _index(label: Any, k: int) -> int:
+    """The partition index of a stage label: an int, or a tuple of base-``k`` digits."""
+    if isinstance(label, tuple):
+        return sum(d * k**j for j, d in enumerate(label))
+    return label
+
+
+def _stages(names: list, nodes: list, group_fn: Any) -> dict:
+    stages: dict[str, _Stage] = {}
+    for key, node in zip(names, nodes):
+        if type(node) is not Task or node.func is not group_fn:
+            continue
+        args = node.args
+        deps = node.dependencies
+        if not (isinstance(key, tuple) and len(key) == 2 and len(args) == 8 and len(deps) == 1):
+            continue
+        if not (isinstance(key[0], str) and key[0].startswith("group-")):
+            continue
+        _, _, cols, stage, k, nin, ignore, nfinal = args
+        if not (isinstance(cols, str) or isinstance(cols, (list, tuple))):
+            continue
+        spec = (cols, k, nin, ignore, nfinal)
+        st = stages.setdefault(key[0][6:], _Stage(key[0][6:], stage, spec))
+        if st.spec != spec or st.stage != stage:
+            st.stage = -1  # inconsistent: not a stage dask built
+        st.groups[key[1]] = (key, next(iter(deps)))
+    return stages
+
+
+def _is_pad(src: Any, group_key: tuple) -> bool:
+    return isinstance(src, tuple) and len(src) == 3 and src[:2] == group_key and src[2] == "empty"
+
+
+def _chains(stages: dict) -> list[list[_Stage]]:
+    """Stages linked first to last; a chain whose stage numbers are not 0..s-1 is dropped."""
+    fed: set[str] = set()
+    for st in stages.values():
+        names = {src[0] for gk, src in st.groups.values() if not _is_pad(src, gk)}
+        if len(names) == 1:
+            (src_name,) = names
+            if src_name in stages:
+                st.prev = src_name
+                fed.add(src_name)
+    chains = []
+    for st in stages.values():
+        if st.name in fed:
+            continue
+        chain = [st]
+        while chain[-1].prev is not None:
+            chain.append(stages[chain[-1].prev])
+        chain.reverse()
+        if [c.stage for c in chain] == list(range(len(chain))) and all(
+            c.spec == chain[0].spec for c in chain
+        ):
+            chains.append(chain)
+    return chains
+
+
+def _exchange(chain: list[_Stage], index: dict, nodes: list) -> Exchange | None:
+    first, last = chain[0], chain[-1]
+    k = first.spec[1]
+    internal: set = set()
+    for st, nxt in zip(chain, chain[1:] + [None]):
+        internal.update(gk for gk, _ in st.groups.values())
+        internal.update(src for gk, src in st.groups.values() if _is_pad(src, gk))
+        if nxt is not None:  # this stage's outputs: the next stage's inputs
+            internal.update(src for _, src in nxt.groups.values())
+    real = [(label, src) for label, (gk, src) in first.groups.items() if not _is_pad(src, gk)]
+    inputs = sorted(((_index(label, k), src) for label, src in real), key=operator.itemgetter(0))
+    splits = {f"split-{st.name}" for st in chain}
+    internal.update(
+        key for key in index if isinstance(key, tuple) and len(key) == 3 and key[0] in splits
+    )
+    last_split = f"split-{last.name}"
+    outputs = []
+    for key, i in index.items():
+        if key in internal:
+            continue
+        deps = nodes[i].dependencies
+        inside = [d for d in deps if d in internal]
+        if not inside:
+            continue
+        if not (
+            isinstance(key, tuple)
+            and key[0] == last.name
+            and len(inside) == len(deps)
+            and all(d[0] == last_split for d in inside)
+        ):
+            return None  # something outside reads the shuffle's intermediates
+        _, idx, label = inside[0]
+        if isinstance(label, tuple):  # staged: the output's digits are the label's, but one
+            target = _index(label[: last.stage] + (idx,) + label[last.stage + 1 :], k)
+        else:
+            target = idx
+        outputs.append((key, target))
+    if not outputs or not inputs:
+        return None
+    outputs.sort(key=operator.itemgetter(1))
+    return Exchange(chain, [src for _, src in inputs], outputs, internal)
+
+
+def find(names: list, nodes: list, index: dict) -> list[Exchange]:
+    """Every dask tasks shuffle in the graph that can run as one exchange (``index``: key ->
+    position in ``names``)."""
+    group_fn = shuffle_group_function()
+    if group_fn is None:
+        return []
+    stages = _stages(names, nodes, group_fn)
+    if not stages:
+        return []
+    found = []
+    for chain in _chains(stages):
+        ex = _exchange(chain, index, nodes)
+        if ex is not None:
+            found.append(ex)
+    return found
+
+
+def batches(n: int, m: int, max_pieces: int) -> int:
+    """Input partitions per map: 1 until ``n m`` pieces pass ``max_pieces``, then as many as
+    keep ``(n / b) m`` within it."""
+    return max(1, -(-n * m // max(1, max_pieces)))
+
+
+def literal_bytes(ex: Exchange, index: dict, names: list, nodes: list) -> int | None:
+    """Bytes of literal data the exchange's inputs are computed from, or None when a task
+    makes data of its own (a task without dependencies: ``from_map``, a file reader)."""
+    total = 0
+    seen: set = set()
+    stack = list(ex.inputs)
+    while stack:
+        key = stack.pop()
+        if key in seen:
+            continue
+        seen.add(key)
+        node = nodes[index[key]]
+        if type(node) is DataNode:
+            total += sizeof(node.value)
+            continue
+        deps = node.dependencies
+        if not deps:
+            return None
+        stack.extend(deps)
+    return total
+
+
+def rewrite(names: list, nodes: list, wanted: list) -> tuple[list, list, set, set] | None:
+    """``names``/``nodes`` with every recognised shuffle replaced by an exchange (but those of
+    which a ``wanted`` key is an intermediate), the keys the planner must weigh as heavy
+    (maps and reducers) and those it must weigh as nothing (pieces); None when there is no
+    shuffle to replace."""
+    index = {k: i for i, k in enumerate(names)}
+    found = find(names, nodes, index)
+    if found:
+        asked = []
+        for k in wanted:
+            try:
+                if k in index:
+                    asked.append(k)
+            except TypeError:  # unhashable: ingest names it once this returns
+                pass
+        found = [ex for ex in found if not ex.internal.intersection(asked)]
+    if not found:
+        return None
+    heavy_bytes = int(dask.config.get("daskray.exchange.heavy-bytes"))
+    max_pieces = int(dask.config.get("daskray.exchange.max-pieces"))
+    heavy: set = set()
+    free: set = set()
+    internal: set = set()
+    replaced: dict = {}
+    added: list = []
+    for ex in found:
+        internal |= ex.internal
+        nbytes = literal_bytes(ex, index, names, nodes)
+        is_heavy = nbytes is None or nbytes > heavy_bytes * len(ex.inputs)
+        new = _build(ex, max_pieces)
+        for node in new:
+            if node.key in replaced or node.key in index:
+                replaced[node.key] = node
+            else:
+                added.append(node)
+        for node in new:
+            if node.func is operator.getitem:
+                free.add(node.key)
+            elif is_heavy:
+                heavy.add(node.key)
+    out_names, out_nodes = [], []
+    for key, node in zip(names, nodes):
+        if key in internal:
+            continue
+        out_names.append(key)
+        out_nodes.append(replaced.get(key, node))
+    out_names.extend(n.key for n in added)
+    out_nodes.extend(added)
+    return out_names, out_nodes, heavy, free
+
+
+def _build(ex: Exchange, max_pieces: int) -> list:
+    cols, _, nin, ignore, nfinal = ex.spec
+    n, m = len(ex.inputs), len(ex.outputs)
+    per = batches(n, m, max_pieces)
+    tag = ex.stages[-1].name
+    spec = (cols, nin, nfinal, ignore, tuple(t for _, t in ex.outputs))
+    new = []
+    maps = []
+    for j in range(0, n, per):
+        key = (f"exchange-map-{tag}", j // per)
+        maps.append(key)
+        refs = [TaskRef(k) for k in ex.inputs[j : j + per]]
+        new.append(Task(key, map_pieces, spec, *refs))
+    for r, (okey, _) in enumerate(ex.outputs):
+        pieces = []
+        for mk in maps:
+            pk = (f"exchange-piece-{tag}", mk[1], r)
+            new.append(Task(pk, operator.getitem, TaskRef(mk), r))
+            pieces.append(TaskRef(pk))
+        new.append(Task(okey, reduce_pieces, ignore, *pieces))
+    return new
+
+
+# ---------------------------------------------------------------------------------------------
+# what runs in the Ray tasks
+# ---------------------------------------------------------------------------------------------
+
+
+def map_pieces(spec: tuple, *frames: Any) -> tuple:
+    """Cut each of ``frames`` (a batch of input partitions) by target partition, once, with
+    dask's own ``shuffle_group``: one piece per output partition, the batch's frames for it in
+    input order."""
+    from dask.dataframe.shuffle import shuffle_group
+
+    cols, nin, nfinal, ignore, targets = spec
+    cut = [shuffle_group(df, cols, 0, nin, nin, ignore, nfinal) for df in frames]
+    return tuple([c[t] for c in cut] for t in targets)
+
+
+def reduce_pieces(ignore_index: bool, *pieces: list) -> Any:
+    """One output partition: every map's frames for it, concatenated in input order (dask's
+    ``_concat``)."""
+    return frame_concat()([f for piece in pieces for f in piece], ignore_index)

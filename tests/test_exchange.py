@@ -1,0 +1,209 @@
+"""dask's tasks shuffle run as one exchange (:mod:`daskray.exchange`).
+
+Recognised in the graphs of every operation that shuffles (``shuffle``, ``set_index``,
+``sort_values``, hash ``merge``, ``groupby(split_out=...)``), single-stage (<= 32 partitions)
+and staged (more); exact -- every output partition equals dask's own, rows in the same order;
+planned as one Ray task per map and per reducer when the data is made in tasks; and beyond the
+object store, in a driver of its own with Ray's store capped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import dask
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+
+import daskray
+from daskray import exchange
+from daskray.ingest import ingest
+
+
+def make(i: int, rows: int = 300) -> pd.DataFrame:
+    """Partition ``i``: random int64 keys, a small-range key and a float column."""
+    rng = np.random.default_rng(i)
+    return pd.DataFrame(
+        {
+            "k": rng.integers(0, 1 << 62, rows),
+            "k2": rng.integers(0, 50, rows),
+            "v": rng.random(rows),
+        }
+    )
+
+
+def frames(n: int, rows: int = 300):
+    return dd.from_map(make, range(n), rows=rows)
+
+
+@pytest.fixture(autouse=True)
+def tasks_shuffle():
+    with dask.config.set({"dataframe.shuffle.method": "tasks"}):
+        yield
+
+
+def _ops(n: int) -> dict:
+    a = frames(n)
+    b = dd.from_map(make, range(100, 100 + max(2, n // 2)), rows=200)
+    b = b.assign(k=b.k % 97)
+    return {
+        "shuffle": a.shuffle("k"),
+        "set_index": a.set_index("k"),
+        "sort_values": a.sort_values("k"),
+        "merge": a.assign(k=a.k % 97).merge(b, on="k", how="inner", broadcast=False),
+        "groupby": a.groupby("k2").agg({"v": "sum"}, split_out=n),
+    }
+
+
+def graph_of(collection):
+    return ingest(collection.__dask_graph__(), collection.__dask_keys__())
+
+
+@pytest.mark.parametrize("n", [8, 40])  # dask stages the shuffle above 32 partitions
+def test_a_tasks_shuffle_becomes_one_exchange(n):
+    x = frames(n).shuffle("k")
+    g = graph_of(x)
+    assert g.exchange is not None
+    prefixes = [k[0].split("-")[0] for k in g.names if isinstance(k, tuple)]
+    assert "group" not in prefixes and "split" not in prefixes and "stage" not in prefixes
+    maps = [k for k in g.names if isinstance(k, tuple) and k[0].startswith("exchange-map-")]
+    pieces = [k for k in g.names if isinstance(k, tuple) and k[0].startswith("exchange-piece-")]
+    assert len(maps) == n and len(pieces) == n * n
+    # the output keys keep their names
+    assert all(k in g.index for k in x.__dask_keys__())
+
+
+@pytest.mark.parametrize("n", [8, 40])
+@pytest.mark.parametrize("op", ["shuffle", "set_index", "sort_values", "merge", "groupby"])
+def test_every_output_partition_is_dasks_own(ray_ctx, op, n):
+    x = _ops(n)[op]
+    assert graph_of(x).exchange is not None, "not recognised"
+    got = dask.compute(*x.to_delayed(), scheduler=daskray.get)
+    want = dask.compute(*x.to_delayed(), scheduler="sync")
+    assert len(got) == len(want) == x.npartitions
+    for g, w in zip(got, want):
+        pd.testing.assert_frame_equal(g, w)  # rows in the same order, too
+    if op == "shuffle":  # every key in exactly one output partition
+        seen: set = set()
+        for part in got:
+            ks = set(part.k)
+            assert not ks & seen
+            seen |= ks
+        assert sum(map(len, got)) == 300 * n
+
+
+def test_batched_maps_are_exact(ray_ctx):
+    x = frames(40).shuffle("k")
+    with dask.config.set({"daskray.exchange.max-pieces": 400}):  # 40 x 40 pieces: 4 per map
+        g = graph_of(x)
+        maps = [k for k in g.names if isinstance(k, tuple) and k[0].startswith("exchange-map-")]
+        assert len(maps) == 10
+        got = x.compute(scheduler=daskray.get)
+    pd.testing.assert_frame_equal(got, x.compute(scheduler="sync"))
+
+
+def test_a_shuffle_whose_pieces_are_read_elsewhere_stays_as_dask_built_it(ray_ctx):
+    x = frames(8).shuffle("k")
+    dsk = dict(x.__dask_graph__())
+    split = next(k for k in dsk if isinstance(k, tuple) and k[0].startswith("split-"))
+    keys = [*x.__dask_keys__(), split]
+    assert ingest(dsk, keys).exchange is None
+    got = daskray.get(dsk, keys)
+    want = dask.get(dsk, keys)
+    pd.testing.assert_frame_equal(got[-1], want[-1])
+    pd.testing.assert_frame_equal(pd.concat(got[:-1]), pd.concat(want[:-1]))
+
+
+def test_exchange_can_be_turned_off():
+    x = frames(8).shuffle("k")
+    with dask.config.set({"daskray.exchange.enabled": False}):
+        assert graph_of(x).exchange is None
+    assert graph_of(x).exchange is not None
+
+
+def _tasks_of(explanation, prefix: str) -> list:
+    return [g for g in explanation.groups if prefix in g.prefixes]
+
+
+def test_data_made_in_tasks_is_heavy_one_ray_task_per_map_and_reducer():
+    x = frames(40).shuffle("k").map_partitions(len)
+    e = daskray.explain(x, cpus=2)
+    maps = _tasks_of(e, "exchange-map-taskshuffle")
+    assert len(maps) == 40
+    for g in maps:  # a map with its pieces and the tasks making its input, alone
+        assert g.prefixes["exchange-map-taskshuffle"] == 1 and g.prefixes["make"] == 1
+        assert g.outputs == 40 and g.inputs == 0
+    reducers = _tasks_of(e, "taskshuffle")
+    assert len(reducers) == 40
+    for g in reducers:  # a reducer with the chain reading its output
+        assert g.prefixes["taskshuffle"] == 1 and g.inputs == 40 and g.outputs == 1
+
+
+def test_small_literal_data_is_light_and_fused():
+    pdf = make(0, rows=4000)
+    x = dd.from_pandas(pdf, npartitions=40).shuffle("k").map_partitions(len)
+    e = daskray.explain(x, cpus=2)
+    assert e.plan.ngroups < 40  # maps and reducers share Ray tasks
+    with dask.config.set({"daskray.exchange.heavy-bytes": 1}):  # now each partition is heavy
+        assert daskray.explain(x, cpus=2).plan.ngroups > 80
+
+
+def test_batches():
+    assert exchange.batches(100, 100, 16384) == 1
+    assert exchange.batches(250, 250, 16384) == 4
+    assert exchange.batches(40, 40, 400) == 4
+    assert exchange.batches(3, 3, 0) == 9
+
+
+DRIVER = """
+import json, os, sys, tempfile, shutil
+import dask, numpy as np, pandas as pd, ray
+import daskray
+from test_exchange import frames
+
+spill = sys.argv[1]
+ray.init(address="local", num_cpus=2, object_store_memory=80 * 2**20, include_dashboard=False,
+         object_spilling_directory=spill, log_to_driver=False)
+daskray.enable()
+n, rows = 30, 400_000  # 30 partitions of 9.2 MiB: 275 MiB, 3.4x the store
+x = frames(n, rows).shuffle("k")
+def summary(p):
+    h = pd.util.hash_pandas_object(p[["k", "v"]], index=False).to_numpy()
+    return pd.DataFrame({"rows": [len(p)], "sum": [int(h.sum(dtype="uint64")) % 2**61],
+                         })
+got = x.map_partitions(summary).compute()
+want = frames(n, rows).map_partitions(summary).compute()
+# every key in exactly one output partition: partitions of a hash shuffle hold disjoint keys
+keys = x.map_partitions(lambda p: pd.DataFrame({"k": p.k.unique()})).compute()
+print(json.dumps({
+    "rows": int(got.rows.sum()), "want_rows": int(want.rows.sum()),
+    "sum": sum(map(int, got["sum"])) % 2**61, "want_sum": sum(map(int, want["sum"])) % 2**61,
+    "distinct": int(keys.k.nunique()), "listed": len(keys),
+    "spilled": os.path.isdir(spill) and any(os.scandir(spill)),
+}))
+ray.shutdown()
+"""
+
+
+def test_beyond_the_object_store(tmp_path):
+    """275 MiB shuffled through an 80 MiB object store: every row, checksum and key."""
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(__file__), env.get("PYTHONPATH", "")])
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(DRIVER), str(spill)],
+        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["rows"] == got["want_rows"] == 30 * 400_000
+    assert got["sum"] == got["want_sum"]
+    assert got["distinct"] == got["listed"]  # no key listed by two partitions
+    assert got["spilled"], "the store never spilled: the data was not beyond it"
