@@ -72,9 +72,8 @@ def test_a_tasks_shuffle_becomes_one_exchange(n):
     assert g.exchange is not None
     prefixes = [k[0].split("-")[0] for k in g.names if isinstance(k, tuple)]
     assert "group" not in prefixes and "split" not in prefixes and "stage" not in prefixes
-    maps = [k for k in g.names if isinstance(k, tuple) and k[0].startswith("exchange-map-")]
     pieces = [k for k in g.names if isinstance(k, tuple) and k[0].startswith("exchange-piece-")]
-    assert len(maps) == n and len(pieces) == n * n
+    assert len(maps_of(g)) == n and len(pieces) == n * n
     # the output keys keep their names
     assert all(k in g.index for k in x.__dask_keys__())
 
@@ -98,14 +97,20 @@ def test_every_output_partition_is_dasks_own(ray_ctx, op, n):
         assert sum(map(len, got)) == 300 * n
 
 
+def maps_of(g) -> list:
+    return [k for k in g.names if isinstance(k, tuple) and k[0].startswith("exchange-map-")]
+
+
 def test_batched_maps_are_exact(ray_ctx):
     x = frames(40).shuffle("k")
+    want = x.compute(scheduler="sync")
     with dask.config.set({"daskray.exchange.max-pieces": 400}):  # 40 x 40 pieces: 4 per map
-        g = graph_of(x)
-        maps = [k for k in g.names if isinstance(k, tuple) and k[0].startswith("exchange-map-")]
-        assert len(maps) == 10
-        got = x.compute(scheduler=daskray.get)
-    pd.testing.assert_frame_equal(got, x.compute(scheduler="sync"))
+        assert len(maps_of(graph_of(x))) == 10
+        pd.testing.assert_frame_equal(x.compute(scheduler=daskray.get), want)
+        # ... but never more than map-bytes of partitions in one (300 rows: ~10 KiB each)
+        with dask.config.set({"daskray.exchange.map-bytes": 25_000}):
+            assert len(maps_of(graph_of(x))) == 20
+            pd.testing.assert_frame_equal(x.compute(scheduler=daskray.get), want)
 
 
 def test_a_shuffle_whose_pieces_are_read_elsewhere_stays_as_dask_built_it(ray_ctx):
@@ -131,9 +136,10 @@ def _tasks_of(explanation, prefix: str) -> list:
     return [g for g in explanation.groups if prefix in g.prefixes]
 
 
-def test_data_made_in_tasks_is_heavy_one_ray_task_per_map_and_reducer():
+def test_heavy_partitions_run_one_ray_task_per_map_and_reducer():
     x = frames(40).shuffle("k").map_partitions(len)
-    e = daskray.explain(x, cpus=2)
+    with dask.config.set({"daskray.exchange.heavy-bytes": 1000}):  # 300 rows: ~7 KiB
+        e = daskray.explain(x, cpus=2)
     maps = _tasks_of(e, "exchange-map-taskshuffle")
     assert len(maps) == 40
     for g in maps:  # a map with its pieces and the tasks making its input, alone
@@ -155,10 +161,37 @@ def test_small_literal_data_is_light_and_fused():
 
 
 def test_batches():
-    assert exchange.batches(100, 100, 16384) == 1
-    assert exchange.batches(250, 250, 16384) == 4
-    assert exchange.batches(40, 40, 400) == 4
-    assert exchange.batches(3, 3, 0) == 9
+    mib = 2**20
+    assert exchange.batches(40, 40, 20 * mib, 2048, 192 * mib) == 1
+    assert exchange.batches(100, 100, 20 * mib, 2048, 192 * mib) == 5  # 2000 pieces
+    assert exchange.batches(250, 250, 20 * mib, 2048, 192 * mib) == 9  # memory-bound
+    assert exchange.batches(250, 250, 400 * mib, 2048, 192 * mib) == 1
+    assert exchange.batches(3, 3, 1, 0, 10) == 9
+
+
+def test_partition_size_from_literal_data_or_a_probe():
+    def size_of(x):
+        g = dict(x.__dask_graph__())
+        from daskray._compat import convert_legacy_graph
+
+        nodes = convert_legacy_graph(g)
+        names = list(nodes)
+        index = {k: i for i, k in enumerate(names)}
+        (ex,) = exchange.find(names, list(nodes.values()), index)
+        return exchange.partition_bytes(ex, index, list(nodes.values()))
+
+    from dask.sizeof import sizeof
+
+    pdf = make(0, rows=4000)
+    literal = size_of(dd.from_pandas(pdf, npartitions=8).shuffle("k"))
+    assert sizeof(pdf) / 8 <= literal <= 1.5 * sizeof(pdf) / 8  # the index and meta too
+    probed = size_of(frames(8, rows=4000).shuffle("k"))  # make(0, 4000), run here
+    assert probed == pytest.approx(sizeof(pdf), rel=0.01)
+
+
+def test_small_partitions_made_in_tasks_are_probed_light():
+    x = frames(40, rows=300).shuffle("k").map_partitions(len)
+    assert daskray.explain(x, cpus=2).plan.ngroups < 40
 
 
 DRIVER = """
@@ -207,3 +240,26 @@ def test_beyond_the_object_store(tmp_path):
     assert got["sum"] == got["want_sum"]
     assert got["distinct"] == got["listed"]  # no key listed by two partitions
     assert got["spilled"], "the store never spilled: the data was not beyond it"
+
+
+def stamp(part: pd.DataFrame) -> pd.Series:
+    """When this partition's reducer chain ran (wall clock of this machine)."""
+    import time
+
+    return pd.Series([time.time()])
+
+
+def test_progress_moves_during_the_map_phase(ray_ctx):
+    """dask's callbacks (what its ProgressBar draws) report the maps while they run: before
+    any reducer has started."""
+    import time
+
+    from dask.callbacks import Callback
+
+    seen: list = []
+    x = frames(8, rows=50_000).shuffle("k").map_partitions(stamp, meta=(None, float))
+    with Callback(posttask=lambda key, *_: seen.append((time.time(), key))):
+        reduced_at = x.compute(scheduler=daskray.get)
+    maps = [t for t, k in seen if isinstance(k, tuple) and k[0].startswith("exchange-map-")]
+    assert len(maps) == 8 and len(reduced_at) == 8
+    assert min(maps) < reduced_at.min()  # the first map was reported before any reducer ran

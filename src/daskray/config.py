@@ -52,11 +52,15 @@ DEFAULTS: dict[str, Any] = {
     "exchange": {
         # run dask's tasks shuffles as one all-to-all (daskray.exchange); False: as dask built
         "enabled": True,
-        # literal input partitions smaller than this are light (fused as any tasks); data made
-        # in tasks is always heavy (one Ray task per map and per reducer group)
+        # input partitions larger than this are heavy: one Ray task per map and per reducer
+        # (smaller ones are fused as any tasks)
         "heavy-bytes": 8_388_608,
-        # at most this many pieces (maps x reducer groups); beyond, both are batched
-        "max-pieces": 16_384,
+        # the partition size assumed when neither literal data nor a probe tells it
+        "partition-bytes": 67_108_864,
+        # pieces (maps x reducers) beyond which maps take several input partitions ...
+        "max-pieces": 2048,
+        # ... but never more than this many bytes of them
+        "map-bytes": 201_326_592,
     },
     "raydata": {
         # build Datasets with Ray Data's internal constructors (metadata computed in daskray's

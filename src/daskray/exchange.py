@@ -12,29 +12,34 @@ Here the stages collapse into one exchange, the shape of Exoshuffle's push-based
 dask distributed's P2P shuffle -- map tasks with one return per reducer, the data moving once::
 
     map j        map_pieces(b input partitions): dask's own ``shuffle_group`` on each, its
-                 rows cut once into one piece per reducer group (``num_returns``)
-    piece j, R   getitem: the Ray object holding map j's rows for reducer group R
-    reduce R     reduce_pieces(piece 0, R ... piece n/b - 1, R): each output partition of
-                 group R, concatenated from every map's piece in input order
+                 rows cut once into one piece per output partition (``num_returns``)
+    piece j, o   getitem: the Ray object holding map j's rows for output o
+    output o     reduce_pieces(piece 0, o ... piece n/b - 1, o): concatenated in input order
 
-``n/b + m/r`` tasks and ``(n/b)(m/r)`` pieces, with ``b = r = 1`` until ``n m`` passes
-``daskray.exchange.max-pieces`` (then both grow as ``sqrt(n m / max-pieces)``). Each output
-partition is exactly dask's: the rows of the input partitions, in input order (the staged
-shuffle concatenates in that order too: stage ``t`` orders its inputs by digit ``t`` of the
-input index, so after the last stage the most significant digit sorts first). The output keys
-keep their names, so whatever consumes them (``set_index``'s sorts, a merge's joins) is
-untouched.
+``n/b + m`` tasks and ``(n/b) m`` pieces. Each output partition is exactly dask's: the rows of
+the input partitions, in input order (the staged shuffle concatenates in that order too: stage
+``t`` orders its inputs by digit ``t`` of the input index, so after the last stage the most
+significant digit sorts first). The output keys keep their names, so whatever consumes them
+(``set_index``'s sorts, a merge's joins) is untouched.
 
-**Heavy or light.** Partitions of unknown size (made inside tasks, read from files) are assumed
-heavy, as dask sizes them (~100 MB): every map and every reducer group is its own Ray task
-(:mod:`daskray.planning` weighs them a whole group each, the pieces nothing, so a map runs
-with its pieces as one multi-output task and no two maps or reducers share a task, whose
-arguments Ray would hold in the object store together). Partitions whose inputs are literal
-data in the graph and measure less than ``daskray.exchange.heavy-bytes`` each are light and
-are fused as any other tasks.
+**Sizes.** Ray spends about a millisecond of CPU per object in all (created, tracked by the
+driver that owns it, spilled, restored), so pieces cost more than their bytes when they are
+many: past ``daskray.exchange.max-pieces`` a map takes ``b`` input partitions, as many as
+bring the pieces back there but no more than ``daskray.exchange.map-bytes`` of them (a map
+holds its batch in memory). A reducer takes one output partition only: Ray holds a task's
+arguments in its object store together, and beyond memory that store is what is short. The
+partition size comes from literal data the inputs are computed from (``from_pandas``), else
+from a probe: the first input's source task (``from_map``'s function, a file reader), run once
+in the driver and measured (:func:`partition_bytes`); else ``daskray.exchange.partition-bytes``.
 
-A shuffle whose intermediate keys something else depends on, or that does not have the shape
-described above, is left as dask built it.
+**Heavy or light.** Partitions over ``daskray.exchange.heavy-bytes`` are heavy: every map and
+every reducer is its own Ray task (:mod:`daskray.planning` flags them ``PACK_ALONE`` and weighs
+them over half a group, the pieces nothing, so a map runs with its pieces as one multi-output
+task, a reducer with the chain reading its output, and no two of them share a task). Smaller
+ones are light and fused as any other tasks.
+
+A shuffle whose intermediate keys something else depends on or is requested, or that does not
+have the shape described above, is left as dask built it.
 """
 
 from __future__ import annotations
@@ -192,15 +197,23 @@ def find(names: list, nodes: list, index: dict) -> list[Exchange]:
     return found
 
 
-def batches(n: int, m: int, max_pieces: int) -> int:
-    """Input partitions per map: 1 until ``n m`` pieces pass ``max_pieces``, then as many as
-    keep ``(n / b) m`` within it."""
-    return max(1, -(-n * m // max(1, max_pieces)))
+def batches(n: int, m: int, nbytes: int, max_pieces: int, map_bytes: int) -> int:
+    """Input partitions per map: 1 while ``n m`` pieces stay within ``max_pieces``, else as
+    many as bring them there, but no more than ``map_bytes`` of partitions of ``nbytes``."""
+    if n * m <= max_pieces:
+        return 1
+    return max(1, min(-(-n * m // max(1, max_pieces)), map_bytes // max(1, nbytes)))
 
 
-def literal_bytes(ex: Exchange, index: dict, names: list, nodes: list) -> int | None:
-    """Bytes of literal data the exchange's inputs are computed from, or None when a task
-    makes data of its own (a task without dependencies: ``from_map``, a file reader)."""
+def partition_bytes(ex: Exchange, index: dict, nodes: list) -> int | None:
+    """How large the exchange's input partitions are, or None when no one can tell.
+
+    Literal data the inputs are computed from (``from_pandas``), per input; else a probe:
+    from the first input, down the dependencies of the same partition number, to a task with
+    none (``from_map``'s function, a file reader), run here once and measured -- one
+    partition's worth of work, ``1/n`` of the maps'. A probe that raises, or a walk that finds
+    no such task, tells nothing.
+    """
     total = 0
     seen: set = set()
     stack = list(ex.inputs)
@@ -215,9 +228,29 @@ def literal_bytes(ex: Exchange, index: dict, names: list, nodes: list) -> int | 
             continue
         deps = node.dependencies
         if not deps:
-            return None
+            return _probe(ex.inputs[0], index, nodes)
         stack.extend(deps)
-    return total
+    return total // len(ex.inputs)
+
+
+def _probe(key: Any, index: dict, nodes: list) -> int | None:
+    part = key[-1] if isinstance(key, tuple) else None
+    for _ in range(1000):
+        node = nodes[index[key]]
+        deps = node.dependencies
+        if type(node) is DataNode or not deps:
+            break
+        same = [d for d in deps if isinstance(d, tuple) and d[-1] == part]
+        if len(same) != 1:
+            return None
+        key = same[0]
+    else:
+        return None
+    try:
+        value = node.value if type(node) is DataNode else node({})
+    except Exception:  # the maps will raise it, naming their key
+        return None
+    return sizeof(value)
 
 
 def rewrite(names: list, nodes: list, wanted: list) -> tuple[list, list, set, set] | None:
@@ -238,8 +271,7 @@ def rewrite(names: list, nodes: list, wanted: list) -> tuple[list, list, set, se
         found = [ex for ex in found if not ex.internal.intersection(asked)]
     if not found:
         return None
-    heavy_bytes = int(dask.config.get("daskray.exchange.heavy-bytes"))
-    max_pieces = int(dask.config.get("daskray.exchange.max-pieces"))
+    cfg = {k: int(dask.config.get(f"daskray.exchange.{k}")) for k in _SIZES}
     heavy: set = set()
     free: set = set()
     internal: set = set()
@@ -247,9 +279,12 @@ def rewrite(names: list, nodes: list, wanted: list) -> tuple[list, list, set, se
     added: list = []
     for ex in found:
         internal |= ex.internal
-        nbytes = literal_bytes(ex, index, names, nodes)
-        is_heavy = nbytes is None or nbytes > heavy_bytes * len(ex.inputs)
-        new = _build(ex, max_pieces)
+        nbytes = partition_bytes(ex, index, nodes)
+        if nbytes is None:
+            nbytes = cfg["partition-bytes"]
+        is_heavy = nbytes > cfg["heavy-bytes"]
+        per = batches(len(ex.inputs), len(ex.outputs), nbytes, cfg["max-pieces"], cfg["map-bytes"])
+        new = _build(ex, per)
         for node in new:
             if node.key in replaced or node.key in index:
                 replaced[node.key] = node
@@ -271,10 +306,12 @@ def rewrite(names: list, nodes: list, wanted: list) -> tuple[list, list, set, se
     return out_names, out_nodes, heavy, free
 
 
-def _build(ex: Exchange, max_pieces: int) -> list:
+_SIZES = ("heavy-bytes", "partition-bytes", "max-pieces", "map-bytes")
+
+
+def _build(ex: Exchange, per: int) -> list:
     cols, _, nin, ignore, nfinal = ex.spec
-    n, m = len(ex.inputs), len(ex.outputs)
-    per = batches(n, m, max_pieces)
+    n = len(ex.inputs)
     tag = ex.stages[-1].name
     spec = (cols, nin, nfinal, ignore, tuple(t for _, t in ex.outputs))
     new = []
