@@ -231,7 +231,8 @@ def test_a_failing_child_reports_its_error(tmp_path):
     assert row["status"] == "error" and list(tmp_path.iterdir()) == []
     died = tmp_path / "log"
     died.write_text("Traceback ...\nMemoryError\n")
-    assert bigbench._died(-9, str(died)) == "killed by SIGKILL (out of memory?): Traceback ...\nMemoryError"
+    why = "killed by SIGKILL (out of memory?): Traceback ...\nMemoryError"
+    assert bigbench._died(-9, str(died)) == why
     assert bigbench._died(3, str(tmp_path / "none")) == "exited with status 3"
 
 

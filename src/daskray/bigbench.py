@@ -72,7 +72,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -81,6 +80,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from .bench import PeakRss
 
 GIB = 2**30
 #: default input bytes a partition (block)
@@ -458,37 +459,21 @@ def tree_pss(pid: int | None = None) -> int:
     return total
 
 
-class PeakPss:
-    """A sampler thread: the largest :func:`tree_pss` of this process, every ``interval``
-    seconds while the block runs (``.peak``, bytes); ``report(peak)`` is called with a new
-    peak at most every 2 s."""
+class PeakPss(PeakRss):
+    """A sampler thread: the largest :func:`tree_pss` of this process while the block runs,
+    every ``interval`` seconds (``.peak``, bytes); ``report(peak)`` is called with the peak
+    at most every 2 s."""
 
     def __init__(self, interval: float = SAMPLE_S, report: Callable | None = None) -> None:
-        self.peak = 0
-        self.samples = 0
-        self._interval = interval
+        super().__init__(tree_pss, interval)
         self._report = report
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bigbench-pss", daemon=True)
+        self._reported = float("-inf")
 
-    def _run(self) -> None:
-        reported = 0.0
-        while True:
-            self.peak = max(self.peak, tree_pss())
-            self.samples += 1
-            if self._report is not None and time.monotonic() - reported > 2.0:
-                self._report(self.peak)
-                reported = time.monotonic()
-            if self._stop.wait(self._interval):
-                return
-
-    def __enter__(self) -> PeakPss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sampled(self, value: int) -> None:
+        super().sampled(value)
+        if self._report is not None and time.monotonic() - self._reported > 2.0:
+            self._report(self.peak)
+            self._reported = time.monotonic()
 
 
 # ---------------------------------------------------------------- child: one scheduler
