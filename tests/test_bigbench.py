@@ -228,7 +228,8 @@ def test_a_failing_child_reports_its_error(tmp_path):
     result = bigbench.run_child({**spec, "scheduler": "nope"}, 60.0, str(tmp_path))
     assert result["error"].startswith("ValueError: unknown scheduler 'nope'; choose from daskray")
     row = bigbench.make_row("nope", layout, 1, 2**27, result, {})
-    assert row["status"] == "error" and list(tmp_path.iterdir()) == []
+    assert row["status"] == "error" and row["elapsed_s"] is None  # it failed before the run
+    assert list(tmp_path.iterdir()) == []
     died = tmp_path / "log"
     died.write_text("Traceback ...\nMemoryError\n")
     why = "killed by SIGKILL (out of memory?): Traceback ...\nMemoryError"

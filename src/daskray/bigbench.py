@@ -738,6 +738,7 @@ def make_row(name: str, layout: Layout, cpus: int, store_bytes: int, result: dic
         "status": status,
         "ok": status == "ok",
         "error": error,
+        "elapsed_s": result.get("elapsed"),  # the timed run's seconds until it ended or failed
     }
 
 
