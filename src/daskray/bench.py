@@ -337,17 +337,24 @@ def rss() -> int:
 
 
 class PeakRss:
-    """The driver's peak RSS while the block runs, sampled every 20 ms (``.peak``, bytes)."""
+    """The driver's peak RSS while the block runs, sampled every 20 ms (``.peak``, bytes);
+    ``measure`` and ``interval``: the peak of another quantity, sampled at another pace."""
 
-    def __init__(self) -> None:
+    def __init__(self, measure: Callable[[], int] = rss, interval: float = 0.02) -> None:
         self.peak = 0
+        self._measure = measure
+        self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
+    def sampled(self, value: int) -> None:
+        """Take one sample (a subclass may do more with it)."""
+        self.peak = max(self.peak, value)
+
     def _sample(self) -> None:
         while True:
-            self.peak = max(self.peak, rss())
-            if self._stop.wait(0.02):
+            self.sampled(self._measure())
+            if self._stop.wait(self._interval):
                 return
 
     def __enter__(self) -> PeakRss:
@@ -357,7 +364,7 @@ class PeakRss:
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, rss())
+        self.sampled(self._measure())
 
 
 def plan_only(workload: Workload, scale: float) -> dict[str, float]:

@@ -3,10 +3,12 @@
 ``daskray bench [WORKLOAD ...] --schedulers daskray,ray_dask_get,threads,sync`` runs the
 benchmark workloads of :mod:`daskray.bench` side by side in one process, on one local Ray,
 and writes a JSON file of the timings and a PNG bar chart of each scheduler's time relative to
-``ray_dask_get`` (log scale). ``daskray tune WORKLOAD`` measures a workload's per-prefix task
-durations into a fusion profile (:mod:`daskray.tuning`) and prints its run time by task count and
-with the profile. ``daskray info`` prints versions, whether the compiled core is active, and
-the Ray cluster's nodes and resources.
+``ray_dask_get`` (log scale). ``daskray bench big --op shuffle --gb 2 --store-gb 0.25`` runs
+the beyond-memory family of :mod:`daskray.bigbench` instead: each scheduler in a fresh
+subprocess under a time limit, a table row and a JSON record each. ``daskray tune WORKLOAD``
+measures a workload's per-prefix task durations into a fusion profile (:mod:`daskray.tuning`)
+and prints its run time by task count and with the profile. ``daskray info`` prints versions,
+whether the compiled core is active, and the Ray cluster's nodes and resources.
 """
 
 from __future__ import annotations
@@ -188,7 +190,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, default=None, help="rows of the ML pipeline's data")
     p.set_defaults(run=_demo)
 
-    p = sub.add_parser("bench", help="run benchmark workloads side by side (JSON + PNG)")
+    p = sub.add_parser(
+        "bench",
+        help="run benchmark workloads side by side (JSON + PNG); "
+        "`bench big`: the beyond-memory family",
+        epilog="daskray bench big --help: the beyond-memory family (a subprocess a scheduler)",
+    )
     p.add_argument(
         "workloads",
         nargs="*",
@@ -226,6 +233,44 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def big_parser() -> argparse.ArgumentParser:
+    """``daskray bench big``: the beyond-memory family (:mod:`daskray.bigbench`)."""
+    from daskray import bigbench
+
+    p = argparse.ArgumentParser(
+        prog="daskray bench big",
+        description="Beyond-memory benchmarks: all-to-all operations over more data than the "
+        "object store holds; each scheduler runs in a fresh subprocess under a time limit, "
+        "its answer checked against the input's checksums.",
+    )
+    p.add_argument(
+        "--op", default="shuffle", help=f"comma list of {', '.join(bigbench.OPS)} (default shuffle)"
+    )
+    p.add_argument("--gb", type=float, default=2.0, help="input GiB (default 2)")
+    p.add_argument(
+        "--store-gb",
+        type=float,
+        default=0.25,
+        help="Ray's object store GiB (at least 75 MiB); p2p workers get this + 1 GiB each",
+    )
+    p.add_argument(
+        "--partitions", type=int, default=None, help="input partitions (default: 20 MiB each)"
+    )
+    p.add_argument("--schedulers", default=",".join(bigbench.SCHEDULERS))
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of each scheduler")
+    p.add_argument(
+        "--limit",
+        default=f"{bigbench.DEFAULT_LIMIT:g}",
+        help="seconds a timed run may take before its row says DNF: SECONDS and/or "
+        "NAME=SECONDS, comma-separated (default %(default)s)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated data")
+    p.add_argument("--tmpdir", default=None, help="where spill/temporary folders go")
+    p.add_argument("--output", default="daskray-bench-big", help="writes OUTPUT(.json)")
+    p.set_defaults(run=bigbench.main, parser=p)
+    return p
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run
 
@@ -237,5 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv = ["demo", *argv]
-    args = parser().parse_args(argv)
+    if argv[:2] == ["bench", "big"]:
+        args = big_parser().parse_args(argv[2:])
+    else:
+        args = parser().parse_args(argv)
     return args.run(args)
