@@ -343,8 +343,14 @@ def map_pieces(spec: tuple, *frames: Any) -> tuple:
     from dask.dataframe.shuffle import shuffle_group
 
     cols, nin, nfinal, ignore, targets = spec
-    cut = [shuffle_group(df, cols, 0, nin, nin, ignore, nfinal) for df in frames]
-    return tuple([c[t] for c in cut] for t in targets)
+    if len(frames) == 1:
+        cut = shuffle_group(frames[0], cols, 0, nin, nin, ignore, nfinal)
+        return tuple([cut[t]] for t in targets)
+    # one frame of the batch: each piece is then one contiguous slice, which Ray writes to
+    # its store without a copy (the slices of several frames would be pickled in-band)
+    batch = frame_concat()(list(frames), ignore)
+    cut = shuffle_group(batch, cols, 0, nin, nin, ignore, nfinal)
+    return tuple([cut[t]] for t in targets)
 
 
 def reduce_pieces(ignore_index: bool, *pieces: list) -> Any:
