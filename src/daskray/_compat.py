@@ -41,6 +41,13 @@ def shuffle_group_function():
     return None if mod is None else mod.SimpleShuffle._shuffle_group
 
 
+def rechunk_concat_function():
+    """dask.array's ``concatenate_shaped`` (what its tasks rechunk merges slices with), or
+    None while ``dask.array`` is not imported."""
+    mod = sys.modules.get("dask.array.core")
+    return None if mod is None else mod.concatenate_shaped
+
+
 def frame_concat():
     """dask.dataframe's ``_concat`` (what dask's shuffles concatenate their pieces with)."""
     from dask.dataframe.core import _concat
@@ -64,5 +71,6 @@ __all__ = [
     "convert_legacy_graph",
     "execute_subgraph",
     "frame_concat",
+    "rechunk_concat_function",
     "shuffle_group_function",
 ]

@@ -51,7 +51,15 @@ from typing import Any
 import dask
 from dask.sizeof import sizeof
 
-from ._compat import DataNode, Task, TaskRef, frame_concat, shuffle_group_function
+from ._compat import (
+    DataNode,
+    Task,
+    TaskRef,
+    execute_subgraph,
+    frame_concat,
+    rechunk_concat_function,
+    shuffle_group_function,
+)
 
 
 @dataclass
@@ -253,13 +261,29 @@ def _probe(key: Any, index: dict, nodes: list) -> int | None:
     return sizeof(value)
 
 
-def rewrite(names: list, nodes: list, wanted: list) -> tuple[list, list, set, set] | None:
+def rewrite(names: list, nodes: list, wanted: list, funcs: list) -> tuple | None:
     """``names``/``nodes`` with every recognised shuffle replaced by an exchange (but those of
-    which a ``wanted`` key is an intermediate), the keys the planner must weigh as heavy
-    (maps and reducers) and those it must weigh as nothing (pieces); None when there is no
-    shuffle to replace."""
+    which a ``wanted`` key is an intermediate), the keys the planner must weigh as heavy (maps
+    and reducers; a heavy rechunk's sources and merges) and those it must weigh as nothing
+    (pieces, a rechunk's slices); None when there is nothing to do. ``funcs``: the functions
+    of the graph's tasks (what tells, at C speed, whether it has a shuffle or a rechunk)."""
+    if not dask.config.get("daskray.exchange.enabled"):
+        return None
+    group_fn = shuffle_group_function()
+    shuffles = group_fn is not None and group_fn in funcs
+    concat = rechunk_concat_function()
+    rechunks = concat is not None and (concat in funcs or execute_subgraph in funcs)
+    if not (shuffles or rechunks):
+        return None
+    cfg = {k: int(dask.config.get(f"daskray.exchange.{k}")) for k in _SIZES}
     index = {k: i for i, k in enumerate(names)}
-    found = find(names, nodes, index)
+    heavy: set = set()
+    free: set = set()
+    if rechunks:
+        heavy, free = _rechunk_weights(
+            names, nodes, index, cfg["heavy-bytes"], cfg["partition-bytes"]
+        )
+    found = find(names, nodes, index) if shuffles else []
     if found:
         asked = []
         for k in wanted:
@@ -270,10 +294,7 @@ def rewrite(names: list, nodes: list, wanted: list) -> tuple[list, list, set, se
                 pass
         found = [ex for ex in found if not ex.internal.intersection(asked)]
     if not found:
-        return None
-    cfg = {k: int(dask.config.get(f"daskray.exchange.{k}")) for k in _SIZES}
-    heavy: set = set()
-    free: set = set()
+        return (names, nodes, heavy, free) if heavy else None
     internal: set = set()
     replaced: dict = {}
     added: list = []
@@ -282,18 +303,15 @@ def rewrite(names: list, nodes: list, wanted: list) -> tuple[list, list, set, se
         nbytes = partition_bytes(ex, index, nodes)
         if nbytes is None:
             nbytes = cfg["partition-bytes"]
-        is_heavy = nbytes > cfg["heavy-bytes"]
         per = batches(len(ex.inputs), len(ex.outputs), nbytes, cfg["max-pieces"], cfg["map-bytes"])
-        new = _build(ex, per)
-        for node in new:
-            if node.key in replaced or node.key in index:
+        for node in _build(ex, per):
+            if node.key in index:
                 replaced[node.key] = node
             else:
                 added.append(node)
-        for node in new:
             if node.func is operator.getitem:
                 free.add(node.key)
-            elif is_heavy:
+            elif nbytes > cfg["heavy-bytes"]:
                 heavy.add(node.key)
     out_names, out_nodes = [], []
     for key, node in zip(names, nodes):
@@ -304,6 +322,31 @@ def rewrite(names: list, nodes: list, wanted: list) -> tuple[list, list, set, se
     out_names.extend(n.key for n in added)
     out_nodes.extend(added)
     return out_names, out_nodes, heavy, free
+
+
+def _rechunk_weights(names: list, nodes: list, index: dict, limit: int, unknown: int) -> tuple:
+    """dask's tasks rechunk is an all-to-all already: ``rechunk-split-*`` slices of every old
+    block, merges concatenating slices and whole blocks (fused with what follows them by dask's
+    blockwise optimization, or not). When its blocks are heavy (a probe of one old block over
+    ``limit`` bytes; ``unknown`` when the probe cannot tell), its old blocks and merges are
+    weighed heavy and its slices free: each old block runs with its slices as one multi-output
+    task and each merge alone, as an exchange's maps and reducers do."""
+    slices = {
+        k
+        for k in names
+        if type(k) is tuple and type(k[0]) is str and k[0].startswith("rechunk-split-")
+    }
+    if not slices:
+        return set(), set()
+    merges = {k for k, node in zip(names, nodes) if not node.dependencies.isdisjoint(slices)}
+    blocks = {d for k in slices for d in nodes[index[k]].dependencies}
+    blocks.update(d for k in merges for d in nodes[index[k]].dependencies if d not in slices)
+    nbytes = _probe(min(blocks, key=repr), index, nodes) if blocks else None
+    if nbytes is None:
+        nbytes = unknown
+    if nbytes <= limit:
+        return set(), set()
+    return blocks | merges, slices
 
 
 _SIZES = ("heavy-bytes", "partition-bytes", "max-pieces", "map-bytes")

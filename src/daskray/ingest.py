@@ -23,10 +23,8 @@ from itertools import repeat
 from operator import attrgetter
 from typing import Any
 
-import dask
-
 from . import _graph, exchange
-from ._compat import Alias, DataNode, GraphNode, Task, convert_legacy_graph, shuffle_group_function
+from ._compat import Alias, DataNode, GraphNode, Task, convert_legacy_graph
 from ._graph import InvalidKeyError, MissingDependencyError
 from .annotations import graph_and_annotations
 from .futures import RayFuture, persisted
@@ -166,12 +164,12 @@ def _nodes(mapping: dict, wanted: list) -> tuple[list, list, set, dict | None, t
                 # stored under another key than its own (a top-level List with key None, an
                 # Alias or DataNode built without a key): results are keyed by the graph key
                 nodes[i] = Task(k, same, node)
-    group_fn = shuffle_group_function() if funcs else None
-    if group_fn is not None and group_fn in funcs and dask.config.get("daskray.exchange.enabled"):
-        rewritten = exchange.rewrite(names, nodes, wanted)
-        if rewritten is not None:
-            names, nodes, heavy, free = rewritten
-            return names, nodes, types, None, (heavy, free)
+    rewritten = exchange.rewrite(names, nodes, wanted, funcs) if funcs else None
+    if rewritten is not None:
+        names_, nodes, heavy, free = rewritten
+        if names_ is not names:
+            source = None
+        return names_, nodes, types, source, (heavy, free)
     return names, nodes, types, source, None
 
 
