@@ -138,8 +138,11 @@ def _tasks_of(explanation, prefix: str) -> list:
 
 def test_heavy_partitions_run_one_ray_task_per_map_and_reducer():
     x = frames(40).shuffle("k").map_partitions(len)
-    with dask.config.set({"daskray.exchange.heavy-bytes": 1000}):  # 300 rows: ~7 KiB
+    with dask.config.set({"daskray.exchange.heavy-bytes": 1000}):  # 300 rows: ~10 KiB
         e = daskray.explain(x, cpus=2)
+        # what fits in half the object store is light, however large its partitions
+        assert daskray.explain(x, cpus=2, store=2 * 10**5).plan.ngroups == e.plan.ngroups
+        assert daskray.explain(x, cpus=2, store=10**7).plan.ngroups < 40
     maps = _tasks_of(e, "exchange-map-taskshuffle")
     assert len(maps) == 40
     for g in maps:  # a map with its pieces and the tasks making its input, alone

@@ -196,6 +196,13 @@ def node_records(max_age: float = 10.0) -> list:
     return _nodes_cache[1]
 
 
+def store_bytes() -> int:
+    """The object store of the cluster's alive nodes, in bytes (from the node records)."""
+    return int(
+        sum(n["Resources"].get("object_store_memory", 0) for n in node_records() if n.get("Alive"))
+    )
+
+
 def fetch(refs: list) -> list:
     """``ray.get`` for the driver's side channels (performance-report profiles): None for
     each ref whose task failed or was cancelled."""

@@ -32,11 +32,14 @@ partition size comes from literal data the inputs are computed from (``from_pand
 from a probe: the first input's source task (``from_map``'s function, a file reader), run once
 in the driver and measured (:func:`partition_bytes`); else ``daskray.exchange.partition-bytes``.
 
-**Heavy or light.** Partitions over ``daskray.exchange.heavy-bytes`` are heavy: every map and
-every reducer is its own Ray task (:mod:`daskray.planning` flags them ``PACK_ALONE`` and weighs
-them over half a group, the pieces nothing, so a map runs with its pieces as one multi-output
-task, a reducer with the chain reading its output, and no two of them share a task). Smaller
-ones are light and fused as any other tasks.
+**Heavy or light.** An exchange is heavy when its partitions are over
+``daskray.exchange.heavy-bytes`` and all it moves is over half the cluster's object store (or
+the store is not known: ``debug=True``): every map and every reducer is then its own Ray task
+(:mod:`daskray.planning` flags them ``PACK_ALONE`` and weighs them over half a group, the
+pieces nothing, so a map runs with its pieces as one multi-output task, a reducer with the
+chain reading its output, and no two of them share a task). A light one is fused as any other
+tasks: what fits in memory is not worth a Ray task per partition. dask's tasks rechunk is an
+all-to-all already and is weighed the same way, without a rewrite.
 
 A shuffle whose intermediate keys something else depends on or is requested, or that does not
 have the shape described above, is left as dask built it.
@@ -261,12 +264,23 @@ def _probe(key: Any, index: dict, nodes: list) -> int | None:
     return sizeof(value)
 
 
+@dataclass
+class Weighed:
+    """What the planner needs of one exchange (or rechunk): the keys of its maps and reducers
+    (its old blocks and merges), of its pieces (slices), how large its input partitions are
+    and how many bytes it moves in all; :mod:`daskray.planning` decides whether it is heavy."""
+
+    heavy: list
+    free: list
+    partition_bytes: int
+    total_bytes: int
+
+
 def rewrite(names: list, nodes: list, wanted: list, funcs: list) -> tuple | None:
     """``names``/``nodes`` with every recognised shuffle replaced by an exchange (but those of
-    which a ``wanted`` key is an intermediate), the keys the planner must weigh as heavy (maps
-    and reducers; a heavy rechunk's sources and merges) and those it must weigh as nothing
-    (pieces, a rechunk's slices); None when there is nothing to do. ``funcs``: the functions
-    of the graph's tasks (what tells, at C speed, whether it has a shuffle or a rechunk)."""
+    which a ``wanted`` key is an intermediate), and a :class:`Weighed` for each exchange and
+    for each dask tasks rechunk; None when there is neither. ``funcs``: the functions of the
+    graph's tasks (what tells, at C speed, whether it has a shuffle or a rechunk)."""
     if not dask.config.get("daskray.exchange.enabled"):
         return None
     group_fn = shuffle_group_function()
@@ -277,12 +291,11 @@ def rewrite(names: list, nodes: list, wanted: list, funcs: list) -> tuple | None
         return None
     cfg = {k: int(dask.config.get(f"daskray.exchange.{k}")) for k in _SIZES}
     index = {k: i for i, k in enumerate(names)}
-    heavy: set = set()
-    free: set = set()
+    weighed = []
     if rechunks:
-        heavy, free = _rechunk_weights(
-            names, nodes, index, cfg["heavy-bytes"], cfg["partition-bytes"]
-        )
+        rechunk = _rechunk(names, nodes, index, cfg["partition-bytes"])
+        if rechunk is not None:
+            weighed.append(rechunk)
     found = find(names, nodes, index) if shuffles else []
     if found:
         asked = []
@@ -294,7 +307,7 @@ def rewrite(names: list, nodes: list, wanted: list, funcs: list) -> tuple | None
                 pass
         found = [ex for ex in found if not ex.internal.intersection(asked)]
     if not found:
-        return (names, nodes, heavy, free) if heavy else None
+        return (names, nodes, weighed) if weighed else None
     internal: set = set()
     replaced: dict = {}
     added: list = []
@@ -304,15 +317,14 @@ def rewrite(names: list, nodes: list, wanted: list, funcs: list) -> tuple | None
         if nbytes is None:
             nbytes = cfg["partition-bytes"]
         per = batches(len(ex.inputs), len(ex.outputs), nbytes, cfg["max-pieces"], cfg["map-bytes"])
+        w = Weighed([], [], nbytes, nbytes * len(ex.inputs))
         for node in _build(ex, per):
             if node.key in index:
                 replaced[node.key] = node
             else:
                 added.append(node)
-            if node.func is operator.getitem:
-                free.add(node.key)
-            elif nbytes > cfg["heavy-bytes"]:
-                heavy.add(node.key)
+            (w.free if node.func is operator.getitem else w.heavy).append(node.key)
+        weighed.append(w)
     out_names, out_nodes = [], []
     for key, node in zip(names, nodes):
         if key in internal:
@@ -321,35 +333,59 @@ def rewrite(names: list, nodes: list, wanted: list, funcs: list) -> tuple | None
         out_nodes.append(replaced.get(key, node))
     out_names.extend(n.key for n in added)
     out_nodes.extend(added)
-    return out_names, out_nodes, heavy, free
+    return out_names, out_nodes, weighed
 
 
-def _rechunk_weights(names: list, nodes: list, index: dict, limit: int, unknown: int) -> tuple:
+def _rechunk(names: list, nodes: list, index: dict, unknown: int) -> Weighed | None:
     """dask's tasks rechunk is an all-to-all already: ``rechunk-split-*`` slices of every old
     block, merges concatenating slices and whole blocks (fused with what follows them by dask's
-    blockwise optimization, or not). When its blocks are heavy (a probe of one old block over
-    ``limit`` bytes; ``unknown`` when the probe cannot tell), its old blocks and merges are
-    weighed heavy and its slices free: each old block runs with its slices as one multi-output
-    task and each merge alone, as an exchange's maps and reducers do."""
+    blockwise optimization, or not). Its old blocks and merges weigh as an exchange's maps and
+    reducers, its slices as pieces. A block's size is read from the slices taken of it, at 8
+    bytes an element (float64, int64: what large arrays mostly hold; ``unknown`` when the
+    slices do not tell), so no block is computed to find out."""
     slices = {
         k
         for k in names
         if type(k) is tuple and type(k[0]) is str and k[0].startswith("rechunk-split-")
     }
     if not slices:
-        return set(), set()
+        return None
     merges = {k for k, node in zip(names, nodes) if not node.dependencies.isdisjoint(slices)}
-    blocks = {d for k in slices for d in nodes[index[k]].dependencies}
-    blocks.update(d for k in merges for d in nodes[index[k]].dependencies if d not in slices)
-    nbytes = _probe(min(blocks, key=repr), index, nodes) if blocks else None
+    sliced = {d for k in slices for d in nodes[index[k]].dependencies}
+    if not sliced:
+        return None
+    nbytes = _sliced_bytes(min(sliced, key=repr), slices, index, nodes)
+    blocks = sliced.union(
+        d for k in merges for d in nodes[index[k]].dependencies if d not in slices
+    )
     if nbytes is None:
         nbytes = unknown
-    if nbytes <= limit:
-        return set(), set()
-    return blocks | merges, slices
+    return Weighed(list(blocks | merges), list(slices), nbytes, nbytes * len(blocks))
 
 
-_SIZES = ("heavy-bytes", "partition-bytes", "max-pieces", "map-bytes")
+def _sliced_bytes(block: Any, slices: set, index: dict, nodes: list) -> int | None:
+    """Bytes of ``block`` from the slices of it in ``slices`` (8 bytes an element), or None
+    when a slice is not a tuple of ``slice`` objects with bounds."""
+    elements = 0
+    for k in slices:
+        node = nodes[index[k]]
+        if block not in node.dependencies:
+            continue
+        where = node.args[1] if len(node.args) == 2 else None
+        if not isinstance(where, tuple):
+            return None
+        count = 1
+        for sl in where:
+            if not (
+                isinstance(sl, slice) and isinstance(sl.start, int) and isinstance(sl.stop, int)
+            ):
+                return None
+            count *= max(0, sl.stop - sl.start)
+        elements += count
+    return 8 * elements if elements else None
+
+
+_SIZES = ("partition-bytes", "max-pieces", "map-bytes")
 
 
 def _build(ex: Exchange, per: int) -> list:

@@ -67,6 +67,7 @@ def explain(
     cpus: int | None = None,
     fuse: bool | None = None,
     optimize_graph: bool = True,
+    store: int | None = None,
 ) -> Explanation:
     """Plan ``collections`` as ``dask.compute`` would hand them to daskray, without running.
 
@@ -79,6 +80,10 @@ def explain(
         Override ``daskray.fusion.enabled``.
     optimize_graph : bool
         Apply dask's collection optimizations first, as ``dask.compute`` does.
+    store : int, optional
+        Bytes of Ray object store to plan for (what decides whether a shuffle or rechunk is
+        heavy, see :mod:`daskray.exchange`); default: unknown, so every exchange whose
+        partitions pass ``daskray.exchange.heavy-bytes`` is planned heavy.
     """
     import os
 
@@ -94,7 +99,7 @@ def explain(
         from . import _ray
 
         cpus = _ray.connected_cpus() or os.cpu_count() or 1
-    plan = make_plan(graph, cpus, fuse)
+    plan = make_plan(graph, cpus, fuse, store=store)
     groups = []
     for g in range(plan.ngroups):
         members, inputs, outputs = plan.group(g)

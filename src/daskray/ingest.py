@@ -52,7 +52,7 @@ class Graph:
     def __init__(
         self, names, nodes, index, indptr, indices, targets, request, flags, annotations, driver=()
     ):
-        self.exchange = None  # (heavy ids, free ids) of the exchanges (daskray.exchange)
+        self.exchange = None  # exchange.Weighed of each exchange and rechunk, ids for keys
         self.driver = driver  # ids of the tasks that must run in the driver (daskray.stores)
         self.flags = flags
         self.annotations = annotations
@@ -127,8 +127,8 @@ def _nodes(mapping: dict, wanted: list) -> tuple[list, list, set, dict | None, t
     10^6 nodes each Python-level step per node costs a tenth of a second. The fourth result is
     the dict whose keys ``names`` are, in order (for :func:`daskray._graph.intern` to reuse
     their hashes), or None. The fifth: when dask tasks shuffles were replaced by exchanges
-    (:mod:`daskray.exchange`; none whose intermediate keys are ``wanted``), the keys to weigh
-    as heavy and as free, else None.
+    (:mod:`daskray.exchange`; none whose intermediate keys are ``wanted``) or it has a tasks
+    rechunk, a ``Weighed`` for each, else None.
     """
     nodes = list(mapping.values())
     source = None
@@ -166,10 +166,10 @@ def _nodes(mapping: dict, wanted: list) -> tuple[list, list, set, dict | None, t
                 nodes[i] = Task(k, same, node)
     rewritten = exchange.rewrite(names, nodes, wanted, funcs) if funcs else None
     if rewritten is not None:
-        names_, nodes, heavy, free = rewritten
+        names_, nodes, weighed = rewritten
         if names_ is not names:
             source = None
-        return names_, nodes, types, source, (heavy, free)
+        return names_, nodes, types, source, weighed
     return names, nodes, types, source, None
 
 
@@ -247,5 +247,8 @@ def ingest(dsk: Any, keys: Any) -> Graph:
     driver = driver_bound(names, nodes) if Task in types else []
     graph = Graph(names, nodes, index, indptr, indices, targets, keys, flags, annotations, driver)
     if exchanged is not None:
-        graph.exchange = tuple([index[k] for k in ks if k in index] for ks in exchanged)
+        for w in exchanged:  # ids of the keys the targets need
+            w.heavy = [index[k] for k in w.heavy if k in index]
+            w.free = [index[k] for k in w.free if k in index]
+        graph.exchange = exchanged
     return graph

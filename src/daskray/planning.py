@@ -299,9 +299,10 @@ class Sizing:
     parallelism: int = 0
 
 
-def sizing(graph: Graph, cpus: int, fuse: bool | None = None) -> Sizing:
+def sizing(graph: Graph, cpus: int, fuse: bool | None = None, heavy: tuple | None = None) -> Sizing:
     """How large fused groups are on ``cpus`` CPUs (see the module docstring): counted, or
-    timed with ``daskray.fusion.profile``. ``fuse`` overrides ``daskray.fusion.enabled``.
+    timed with ``daskray.fusion.profile``. ``fuse`` overrides ``daskray.fusion.enabled``;
+    ``heavy``: :func:`heavy_exchanges`.
 
     >>> from daskray.ingest import ingest
     >>> g = ingest({("x", i): i for i in range(100)}, [("x", i) for i in range(100)])
@@ -325,33 +326,49 @@ def sizing(graph: Graph, cpus: int, fuse: bool | None = None) -> Sizing:
         total = len(graph.nodes) + len(graph.indices)  # the core's default weights, summed
         group = min(hi, max(lo, -(-total // (cpus * per_cpu))))
         weights, bundle = None, max(lo, group // per_cpu)
-    if graph.exchange is not None and group > 1:
-        weights = _exchange_weights(graph, weights, group)
+    if heavy is not None and heavy[0] and group > 1:
+        weights = _exchange_weights(graph, weights, group, heavy)
     return Sizing(weights, group, bundle, parallelism)
 
 
-def _flags(graph: Graph) -> Any:
-    """The core's per-node flags: the graph's, plus ``PACK_ALONE`` on an exchange's heavy
-    maps and reducers."""
-    if graph.exchange is None or not graph.exchange[0]:
+def heavy_exchanges(graph: Graph, store: int | None) -> tuple[list, list]:
+    """Ids of the maps and reducers, and of the pieces, of the graph's heavy exchanges (and
+    rechunks): those whose partitions pass ``daskray.exchange.heavy-bytes`` and that move
+    more than half of ``store`` (the cluster's object store; None: unknown, as in debug mode).
+    What fits in memory is fused as any tasks (see :mod:`daskray.exchange`)."""
+    if graph.exchange is None:
+        return [], []
+    limit = int(dask.config.get("daskray.exchange.heavy-bytes"))
+    heavy: list = []
+    free: list = []
+    for w in graph.exchange:
+        if w.partition_bytes > limit and (store is None or w.total_bytes > store // 2):
+            heavy.extend(w.heavy)
+            free.extend(w.free)
+    return heavy, free
+
+
+def _flags(graph: Graph, heavy: list) -> Any:
+    """The core's per-node flags: the graph's, plus ``PACK_ALONE`` on heavy exchanges' maps
+    and reducers."""
+    if not heavy:
         return graph.flags
     flags = list(graph.flags) if graph.flags is not None else [0] * len(graph.nodes)
-    for i in graph.exchange[0]:
+    for i in heavy:
         flags[i] |= _graph.PACK_ALONE
     return flags
 
 
-def _exchange_weights(graph: Graph, weights: list | None, group: int) -> list:
-    """An exchange's heavy maps and reducers weigh just over half a group (no two share one; the
-    chains reading a reducer's output, and its free pieces, still join it), its pieces nothing
-    (see :mod:`daskray.exchange`)."""
+def _exchange_weights(graph: Graph, weights: list | None, group: int, heavy: tuple) -> list:
+    """Heavy exchanges' maps and reducers weigh just over half a group (no two share one; the
+    chains reading a reducer's output, and its free pieces, still join it), their pieces
+    nothing (see :mod:`daskray.exchange`)."""
     if weights is None:
         indptr = graph.indptr
         weights = [1 + indptr[i + 1] - indptr[i] for i in range(len(graph.nodes))]
-    heavy, free = graph.exchange
-    for i in heavy:
+    for i in heavy[0]:
         weights[i] = group // 2 + 1
-    for i in free:
+    for i in heavy[1]:
         weights[i] = 0
     return weights
 
@@ -409,11 +426,17 @@ def profile_weights(names: list, profile: dict) -> list[int]:
 
 
 def make_plan(
-    graph: Graph, cpus: int, fuse: bool | None = None, classes: Classes | None = None
+    graph: Graph,
+    cpus: int,
+    fuse: bool | None = None,
+    classes: Classes | None = None,
+    store: int | None = None,
 ) -> _graph.Plan:
-    """Plan ``graph`` for ``cpus`` CPUs: its sizing, priorities and classes, as one
-    :class:`~daskray._graph.PlanOptions` for the core."""
-    size = sizing(graph, cpus, fuse)
+    """Plan ``graph`` for ``cpus`` CPUs and ``store`` bytes of object store (None: unknown):
+    its sizing, priorities and classes, as one :class:`~daskray._graph.PlanOptions` for the
+    core."""
+    heavy = heavy_exchanges(graph, store)
+    size = sizing(graph, cpus, fuse, heavy)
     cfg = dask.config.get("daskray.fusion")
     options = _graph.PlanOptions(
         group_weight=size.group,
@@ -422,7 +445,7 @@ def make_plan(
         cluster_fanout=int(cfg["cluster-fanout"]),
         weights=size.weights,
         classes=classes.of if classes is not None else None,
-        flags=_flags(graph),
+        flags=_flags(graph, heavy[0]),
         priorities=priorities(graph.names, graph.index, graph.annotations),
         parallelism=size.parallelism,
     )

@@ -217,7 +217,7 @@ def _compute(dsk: Any, keys: Any, kwargs: dict, fetch: bool) -> Any:
     _ray.connect(request.address, request.num_cpus, option("init-kwargs"))
     classes = _feasible(_placed(graph, classes), graph.names)
     with gc_paused():
-        plan = make_plan(graph, _ray.cluster_cpus(), request.fuse, classes)
+        plan = make_plan(graph, _ray.cluster_cpus(), request.fuse, classes, _ray.store_bytes())
     with observing(plan, graph, request.callbacks, started) as observer:
         with gc_paused():
             handles = _ray.submit(
