@@ -168,11 +168,11 @@ class performance_report:
         """A new compute's record: it began at ``started`` and is planned now. ``on_ray``:
         it runs on Ray, whose object store counters are read now and by :meth:`end`."""
         c = Compute(label, tasks, started)
+        c.planned = time.time()  # the counters' read counts as submission, not planning
         if on_ray:
             from . import _ray
 
             c.store_before = _ray.store_counters()
-        c.planned = time.time()
         with _lock:
             self.computes.append(c)
         return c

@@ -347,8 +347,8 @@ def observing(
     """The compute's :class:`Observer`: the active dask callbacks (``callbacks=`` or
     ``Callback.active``), finished (``errored`` or not) on the way out, and -- unless
     ``started`` is None (a local run) -- a record in the active performance report, ended on
-    the way out too (with ``on_ray``, the report reads Ray's object store counters then and
-    now)."""
+    the way out too (with ``on_ray``, the report reads Ray's object store counters as the
+    compute starts and as it ends)."""
     recorder = report.active() if started is not None else None
     record = None
     if recorder is not None:
