@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import dask
 import dask.array as da
@@ -67,13 +71,125 @@ def test_no_profiling_outside_a_report(ray_ctx, monkeypatch):
         seen.append(kwargs["observer"].profiles)
         return real(*args, **kwargs)
 
+    reads = []
+    counters = _ray.store_counters
     monkeypatch.setattr(_ray, "submit", spy)
+    monkeypatch.setattr(_ray, "store_counters", lambda: reads.append(1) or counters())
     assert da.ones(10, chunks=5).sum().compute(scheduler=daskray.get) == 10
+    assert not reads  # no object store counters read either
     with daskray.performance_report(None):
         assert da.ones(10, chunks=5).sum().compute(scheduler=daskray.get) == 10
+    assert len(reads) == 2  # as the compute was planned, as it ended
     assert seen[0] is None  # untimed
     groups = [g for g, _ in seen[1]]  # (group, profile ref) of each Ray task
     assert groups and groups == sorted(set(groups))
+
+
+def test_spilling_tables_from_made_up_counters():
+    """The per-node differences of the object store counters, in the summary and the HTML."""
+    rep = report.performance_report(None)
+    spilled = rep.start("shuffle", 10, 0.0, on_ray=False)
+    spilled.store_before = {
+        "aa" * 28: _counts(100, 1, 0, 0),
+        "bb" * 28: _counts(0, 0, 0, 0),
+        "cc" * 28: _counts(5, 5, 5, 5),
+    }
+    spilled.store_after = {
+        "aa" * 28: _counts(100 + 3 * 2**20, 4, 2**20, 1),
+        "bb" * 28: _counts(0, 0, 512, 2),
+        "cc" * 28: _counts(5, 5, 5, 5),  # nothing happened there: left out
+        "dd" * 28: _counts(2**20, 1, 0, 0),  # joined meanwhile: counted from zero
+    }
+    quiet = rep.start("len", 2, 0.0, on_ray=False)
+    quiet.store_before = quiet.store_after = {"aa" * 28: _counts(7, 7, 7, 7)}
+    local = rep.start("debug", 2, 0.0, on_ray=False)  # never read: a compute run here
+    first, second, third = rep.summary()
+    assert first["spilled_bytes"] == 4 * 2**20 and first["spilled_objects"] == 4
+    assert first["restored_bytes"] == 2**20 + 512 and first["restored_objects"] == 3
+    assert first["spill_by_node"] == {
+        "aa" * 28: _counts(3 * 2**20, 3, 2**20, 1),
+        "bb" * 28: _counts(0, 0, 512, 2),
+        "dd" * 28: _counts(2**20, 1, 0, 0),
+    }
+    for row in (second, third):
+        assert row["spill_by_node"] == {}
+        assert row["spilled_bytes"] == row["restored_bytes"] == row["spilled_objects"] == 0
+    assert local.store_before is None and local.spilling() == {}
+
+    text = rep.html()
+    assert "Object store spilling" in text and "<h3>shuffle</h3>" in text
+    assert "<h3>len</h3>" not in text  # a compute that spilled nothing has no table
+    assert "<td>aaaaaaaaaaaa</td><td>3.00 MiB</td><td>1.00 MiB</td><td>3 / 1</td>" in text
+    assert "<td>bbbbbbbbbbbb</td><td>0 B</td><td>512 B</td><td>0 / 2</td>" in text
+    assert "<td>4.00 MiB</td><td>1.00 MiB</td></tr>" in text  # the computes table's columns
+    assert "No object was spilled" in report.performance_report(None).html()
+
+
+def _counts(spilled: int, spilled_objects: int, restored: int, restored_objects: int) -> dict:
+    return {
+        "spilled_bytes": spilled,
+        "spilled_objects": spilled_objects,
+        "restored_bytes": restored,
+        "restored_objects": restored_objects,
+    }
+
+
+def blob(i: int, rows: int = 650_000):
+    """Partition ``i`` of the spilling test: 10 MiB of random int64 keys and floats."""
+    import pandas as pd
+
+    rng = np.random.default_rng(i)
+    return pd.DataFrame({"k": rng.integers(0, 1 << 62, rows), "v": rng.random(rows)})
+
+
+SPILLING_DRIVER = """
+import json, sys
+import dask, dask.dataframe as dd, ray
+import daskray
+from test_report import blob
+
+ray.init(address="local", num_cpus=2, object_store_memory=80 * 2**20, include_dashboard=False,
+         object_spilling_directory=sys.argv[1], log_to_driver=False)
+daskray.enable()
+with dask.config.set({"dataframe.shuffle.method": "tasks"}):
+    with daskray.performance_report(sys.argv[2]) as rep:
+        meta = blob(0, rows=0)  # dask would compute it, as a compute of the report's own
+        big = dd.from_map(blob, range(28), meta=meta).shuffle("k").map_partitions(len)
+        small = dd.from_map(blob, range(2), rows=100, meta=meta).map_partitions(len)
+        big, small = big.compute(), small.compute()
+print(json.dumps({
+    "rows": [int(big.sum()), int(small.sum())],
+    "node": ray.get_runtime_context().get_node_id(),
+    "summary": rep.summary(),
+}))
+ray.shutdown()
+"""
+
+
+def test_the_report_shows_what_the_object_store_spilled(tmp_path):
+    """280 MiB shuffled through an 80 MiB object store, in a driver with its own Ray: the
+    report's first compute spilled more than the store holds and restored some of it; the
+    second, of a few KiB, spilled nothing."""
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    page = tmp_path / "r.html"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(__file__), env.get("PYTHONPATH", "")])
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(SPILLING_DRIVER), str(spill), str(page)],
+        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["rows"] == [28 * 650_000, 200]
+    big, small = got["summary"]
+    store = 80 * 2**20
+    assert big["spilled_bytes"] > store and big["spilled_objects"] > 0
+    assert big["restored_bytes"] > 0 and big["restored_objects"] > 0
+    assert list(big["spill_by_node"]) == [got["node"]]  # the one node
+    assert small["spilled_bytes"] < store / 100 and small["restored_bytes"] < store / 100
+    text = page.read_text()
+    assert "Object store spilling" in text and f"<td>{got['node'][:12]}</td>" in text
 
 
 def _graph(collection):

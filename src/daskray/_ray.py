@@ -59,7 +59,8 @@ _session: list = [None]  # the node id of the driver's Ray connection the caches
 
 
 def reset() -> None:
-    """Forget everything cached about the connected cluster (CPUs, nodes, options objects).
+    """Forget everything cached about the connected cluster (CPUs, nodes, options objects,
+    raylet stubs).
 
     :func:`connect` calls it when the driver's Ray connection changed (another ``ray.init``,
     another cluster); call it after switching clusters some other way.
@@ -67,6 +68,7 @@ def reset() -> None:
     _cpu_cache[:] = [float("-inf"), 0]
     _nodes_cache[:] = [float("-inf"), []]
     _options_cache.clear()
+    _stubs.clear()
     _session[0] = None
 
 
@@ -216,6 +218,54 @@ def fetch(refs: list) -> list:
             except Exception:  # noqa: BLE001 - that task's error is the compute's to raise
                 out.append(None)
         return out
+
+
+#: the object store counters :func:`store_counters` reads per node, by their names in Ray's
+#: ``ObjectStoreStats`` (the raylet's ``GetNodeStats`` reply)
+STORE_COUNTERS = {
+    "spilled_bytes": "spilled_bytes_total",
+    "spilled_objects": "spilled_objects_total",
+    "restored_bytes": "restored_bytes_total",
+    "restored_objects": "restored_objects_total",
+}
+_stubs: dict = {}  # raylet address -> NodeManagerService stub
+
+
+def store_counters(timeout: float = 10.0) -> dict[str, dict[str, int]]:
+    """Per alive node (hex id): how many bytes and objects its object store has spilled to
+    external storage and restored from it since the node started (:data:`STORE_COUNTERS`).
+
+    One ``GetNodeStats`` RPC (``include_memory_info=False``) per raylet, all in flight at
+    once: the counters ``ray memory --stats-only`` sums over the cluster, kept apart per node.
+    A raylet that does not answer within ``timeout`` seconds (a node going down) is left out;
+    so is everything when this process is not connected to Ray (a ``debug=True`` compute).
+    """
+    if not ray.is_initialized():
+        return {}
+    from ray._common.network_utils import build_address
+    from ray._private.grpc_utils import init_grpc_channel
+    from ray.core.generated import node_manager_pb2, node_manager_pb2_grpc
+
+    request = node_manager_pb2.GetNodeStatsRequest(include_memory_info=False)
+    calls = []
+    for n in node_records():
+        if not n.get("Alive"):
+            continue
+        address = build_address(n["NodeManagerAddress"], n["NodeManagerPort"])
+        stub = _stubs.get(address)
+        if stub is None:
+            stub = _stubs[address] = node_manager_pb2_grpc.NodeManagerServiceStub(
+                init_grpc_channel(address)
+            )
+        calls.append((n["NodeID"], stub.GetNodeStats.future(request, timeout=timeout)))
+    out = {}
+    for node, call in calls:
+        try:
+            stats = call.result().store_stats
+        except Exception:  # noqa: BLE001 - that raylet is gone or slow: no counters for it
+            continue
+        out[node] = {k: int(getattr(stats, field)) for k, field in STORE_COUNTERS.items()}
+    return out
 
 
 def alive_nodes() -> int:

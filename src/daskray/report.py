@@ -16,12 +16,22 @@ From those the report draws
 * the fused group sizes, the slowest key prefixes (seconds in all, per task, per group);
 * bytes moved: every input a Ray task read, and the part produced on another node (or put by
   the driver, or persisted earlier);
-* plan time against run time per compute.
+* plan time against run time per compute;
+* object store spilling: per compute and node, the bytes (and objects) Ray's object store
+  spilled to external storage and restored from it while the compute ran.
+
+The spilling figures are Ray's own per-node counters (the raylet's ``GetNodeStats``, what
+``ray memory --stats-only`` adds up), read through :func:`daskray._ray.store_counters` as a
+compute is planned and again as it ends; the report keeps the difference. They are node-wide:
+what anything else on those nodes spilled meanwhile (a compute in another thread, another job)
+counts too, and a spill Ray finishes writing after the compute ended counts for the next one.
+They are read only while a report is open (one RPC per node, twice per compute), never for a
+``debug=True`` compute.
 
 :meth:`performance_report.chrome_trace` gives the same task stream in the Chrome trace event
 format (``chrome://tracing``, https://ui.perfetto.dev); :meth:`performance_report.prefixes`
 the per-prefix durations that :func:`daskray.tune` writes into a profile. Nothing here imports
-Ray; profiles are fetched through :mod:`daskray._ray`.
+Ray; profiles and counters are fetched through :mod:`daskray._ray`.
 """
 
 from __future__ import annotations
@@ -57,6 +67,8 @@ class Compute:
         "producers",
         "refs",
         "records",
+        "store_before",
+        "store_after",
     )
 
     def __init__(self, label: str, tasks: int, started: float) -> None:
@@ -68,6 +80,25 @@ class Compute:
         self.producers: dict[int, list[int]] = {}  # group -> producing group of each input
         self.refs: list = []  # (group, profile ref)
         self.records: dict[int, dict] = {}  # group -> its profile, once fetched
+        # node -> its object store's spill/restore counters, read as the compute was planned
+        # and as it ended (None: not read, a compute run in this process)
+        self.store_before: dict[str, dict[str, int]] | None = None
+        self.store_after: dict[str, dict[str, int]] | None = None
+
+    def spilling(self) -> dict[str, dict[str, int]]:
+        """Per node: ``spilled_bytes``, ``spilled_objects``, ``restored_bytes`` and
+        ``restored_objects`` of its object store while the compute ran (the counters' growth
+        between the two reads); nodes where nothing was spilled or restored are left out."""
+        before, after = self.store_before, self.store_after
+        if before is None or after is None:
+            return {}
+        out = {}
+        for node, counts in after.items():
+            was = before.get(node, {})  # a node that joined meanwhile counted from zero
+            grew = {k: max(0, v - was.get(k, 0)) for k, v in counts.items()}
+            if any(grew.values()):
+                out[node] = grew
+        return out
 
     def describe(self, plan: Any) -> None:
         """Keep the plan's shape (the plan itself is dropped after submission)."""
@@ -133,13 +164,26 @@ class performance_report:
 
     # -- recording (called by daskray.scheduler) -------------------------------------------
 
-    def start(self, label: str, tasks: int, started: float) -> Compute:
-        """A new compute's record: it began at ``started`` and is planned now."""
+    def start(self, label: str, tasks: int, started: float, on_ray: bool = True) -> Compute:
+        """A new compute's record: it began at ``started`` and is planned now. ``on_ray``:
+        it runs on Ray, whose object store counters are read now and by :meth:`end`."""
         c = Compute(label, tasks, started)
-        c.planned = time.time()
+        c.planned = time.time()  # the counters' read counts as submission, not planning
+        if on_ray:
+            from . import _ray
+
+            c.store_before = _ray.store_counters()
         with _lock:
             self.computes.append(c)
         return c
+
+    def end(self, c: Compute) -> None:
+        """Compute ``c`` ended (its values are back, or it failed): read the object store
+        counters again."""
+        if c.store_before is not None:
+            from . import _ray
+
+            c.store_after = _ray.store_counters()
 
     def collect(self) -> None:
         """Fetch the profiles of every recorded Ray task (waits for tasks still running)."""
@@ -177,9 +221,13 @@ class performance_report:
         return dict(sorted(out.items(), key=lambda kv: -kv[1]["seconds"]))
 
     def summary(self) -> list[dict[str, Any]]:
-        """Per compute: tasks, Ray tasks, plan/submit/run seconds, bytes read and moved."""
+        """Per compute: tasks, Ray tasks, plan/submit/run seconds, bytes read and moved, and
+        what Ray's object stores spilled to external storage and restored from it meanwhile
+        (in all, and ``spill_by_node``: per node where either happened, as
+        :meth:`Compute.spilling`)."""
         rows = []
         for c in self.computes:
+            by_node = c.spilling()
             read = moved = from_driver = 0
             for g, r in c.records.items():
                 for p, nbytes in zip(c.producers.get(g, ()), r["in_bytes"]):
@@ -202,6 +250,8 @@ class performance_report:
                     "read_bytes": read,
                     "cross_node_bytes": moved,
                     "driver_or_store_bytes": from_driver,
+                    **{k: sum(n[k] for n in by_node.values()) for k in _SPILL_FIELDS},
+                    "spill_by_node": by_node,
                 }
             )
         return rows
@@ -276,6 +326,7 @@ class performance_report:
         from . import _graph
 
         e = html.escape
+        summary = self.summary()
         parts = [
             "<!DOCTYPE html><html><head><meta charset='utf-8'>",
             f"<title>{e(self.title)}</title><style>{_CSS}</style></head><body>",
@@ -298,6 +349,8 @@ class performance_report:
                     "bytes read",
                     "cross-node",
                     "driver/store",
+                    "spilled",
+                    "restored",
                 ],
                 [
                     [
@@ -312,14 +365,23 @@ class performance_report:
                         format_bytes(s["read_bytes"]),
                         format_bytes(s["cross_node_bytes"]),
                         format_bytes(s["driver_or_store_bytes"]),
+                        format_bytes(s["spilled_bytes"]),
+                        format_bytes(s["restored_bytes"]),
                     ]
-                    for s in self.summary()
+                    for s in summary
                 ],
             ),
             "<p class='note'>plan: ingest, order and fuse; submit: the one pass handing the "
             "plan to Ray; run: from the end of planning to the last Ray task's end. Bytes read "
             "are the Ray tasks' inputs (dask.sizeof); cross-node: produced by a Ray task on "
-            "another node; driver/store: put by the driver or persisted earlier.</p>",
+            "another node; driver/store: put by the driver or persisted earlier; spilled, "
+            "restored: what Ray's object stores wrote to external storage and read back while "
+            "the compute ran.</p>",
+            "<h2>Object store spilling</h2>",
+            _spill_tables(summary),
+            "<p class='note'>Per node, the growth of its object store's spill and restore "
+            "counters between the start and the end of the compute: node-wide, so whatever "
+            "else ran there meanwhile (another compute, another job) counts too.</p>",
             "<h2>Task stream</h2>",
             self._stream_svg(),
             "<h2>Fused group sizes</h2>",
@@ -387,6 +449,33 @@ class performance_report:
         return "".join(out) + f"<p class='legend'>{legend}</p>"
 
 
+#: the object store counters of a summary row (in all) and of ``spill_by_node`` (per node)
+_SPILL_FIELDS = ("spilled_bytes", "spilled_objects", "restored_bytes", "restored_objects")
+
+
+def _spill_tables(summary: list[dict[str, Any]]) -> str:
+    """Per compute that spilled or restored: one row per node, bytes and objects."""
+    parts = []
+    for s in summary:
+        by_node = s["spill_by_node"]
+        if not by_node:
+            continue
+        rows = [
+            [
+                node[:12],
+                format_bytes(n["spilled_bytes"]),
+                format_bytes(n["restored_bytes"]),
+                f"{n['spilled_objects']} / {n['restored_objects']}",
+            ]
+            for node, n in sorted(by_node.items(), key=lambda kv: -kv[1]["spilled_bytes"])
+        ]
+        parts.append(f"<h3>{html.escape(s['compute'])}</h3>")
+        parts.append(_table(["node", "spilled", "restored", "objects (spilled / restored)"], rows))
+    if not parts:
+        return "<p>No object was spilled or restored during these computes.</p>"
+    return "\n".join(parts)
+
+
 def _main_prefix(record: dict) -> str:
     prefixes = record["prefixes"]
     if not prefixes:
@@ -446,7 +535,7 @@ _PALETTE = [
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222}
-h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em}
+h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em}h3{font-size:1em}
 table{border-collapse:collapse;font-size:.9em}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}

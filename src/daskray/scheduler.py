@@ -206,7 +206,7 @@ def _compute(dsk: Any, keys: Any, kwargs: dict, fetch: bool) -> Any:
         return graph.repack([]) if fetch else (graph, [])
     if request.debug:
         plan = make_plan(graph, os.cpu_count() or 1, request.fuse, classes)
-        with observing(plan, graph, request.callbacks, started) as observer:
+        with observing(plan, graph, request.callbacks, started, on_ray=False) as observer:
             values = run_local(plan, graph, observer, classes)
             observer.sent(plan)
             observer.gathered()
@@ -337,15 +337,23 @@ class Observer:
 
 
 @contextmanager
-def observing(plan: _graph.Plan, graph: Graph, callbacks: Any, started: float | None):
+def observing(
+    plan: _graph.Plan,
+    graph: Graph,
+    callbacks: Any,
+    started: float | None,
+    on_ray: bool = True,
+):
     """The compute's :class:`Observer`: the active dask callbacks (``callbacks=`` or
     ``Callback.active``), finished (``errored`` or not) on the way out, and -- unless
-    ``started`` is None (a local run) -- a record in the active performance report."""
+    ``started`` is None (a local run) -- a record in the active performance report, ended on
+    the way out too (with ``on_ray``, the report reads Ray's object store counters as the
+    compute starts and as it ends)."""
     recorder = report.active() if started is not None else None
     record = None
     if recorder is not None:
         label = report.label_of(graph.names, graph.targets)
-        record = recorder.start(label, len(plan.order), started)
+        record = recorder.start(label, len(plan.order), started, on_ray=on_ray)
     if callbacks is not None:  # Callback objects as well as dask's 5-tuples
         callbacks = [getattr(cb, "_callback", cb) for cb in callbacks]
     with local_callbacks(callbacks) as active:
@@ -356,6 +364,9 @@ def observing(plan: _graph.Plan, graph: Graph, callbacks: Any, started: float | 
             if relay is not None:
                 relay.finish(errored=True)
             raise
+        finally:
+            if record is not None:
+                recorder.end(record)
         if relay is not None:
             relay.finish(errored=False)
 
