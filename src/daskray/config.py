@@ -60,7 +60,7 @@ DEFAULTS: dict[str, Any] = {
         # pieces (maps x reducers) beyond which maps take several input partitions ...
         "max-pieces": 2048,
         # ... but never more than this many bytes of them
-        "map-bytes": 201_326_592,
+        "map-bytes": 134_217_728,
     },
     "raydata": {
         # build Datasets with Ray Data's internal constructors (metadata computed in daskray's
