@@ -287,3 +287,17 @@ def test_a_heavy_rechunk_runs_each_block_with_its_slices_and_each_merge_alone(ra
     assert all(gr.prefixes["rechunk-merge"] == 1 for gr in merges)
     assert light.plan.ngroups < e.plan.ngroups  # small blocks: fused as any tasks
     np.testing.assert_array_equal(got, y.compute(scheduler="sync"))
+
+
+def test_persisted_inputs_are_not_sized_by_their_refs(ray_ctx):
+    from daskray._compat import convert_legacy_graph
+
+    p = frames(8, rows=4000).persist(scheduler=daskray.get)
+    x = p.shuffle("k")
+    nodes = convert_legacy_graph(dict(x.__dask_graph__()))
+    names = list(nodes)
+    index = {k: i for i, k in enumerate(names)}
+    (ex,) = exchange.find(names, list(nodes.values()), index)
+    assert exchange.partition_bytes(ex, index, list(nodes.values())) is None
+    want = frames(8, rows=4000).shuffle("k").compute(scheduler="sync")
+    pd.testing.assert_frame_equal(x.compute(scheduler=daskray.get), want)

@@ -222,8 +222,8 @@ def partition_bytes(ex: Exchange, index: dict, nodes: list) -> int | None:
     Literal data the inputs are computed from (``from_pandas``), per input; else a probe:
     from the first input, down the dependencies of the same partition number, to a task with
     none (``from_map``'s function, a file reader), run here once and measured -- one
-    partition's worth of work, ``1/n`` of the maps'. A probe that raises, or a walk that finds
-    no such task, tells nothing.
+    partition's worth of work, ``1/n`` of the maps'. A probe that raises, a walk that finds
+    no such task, or persisted inputs (ObjectRefs), tell nothing.
     """
     total = 0
     seen: set = set()
@@ -233,8 +233,13 @@ def partition_bytes(ex: Exchange, index: dict, nodes: list) -> int | None:
         if key in seen:
             continue
         seen.add(key)
-        node = nodes[index[key]]
+        i = index.get(key)
+        if i is None:  # persisted, referred to by key only: its size is Ray's
+            return None
+        node = nodes[i]
         if type(node) is DataNode:
+            if type(node.value).__name__ == "ObjectRef":  # persisted, as a ref
+                return None
             total += sizeof(node.value)
             continue
         deps = node.dependencies
@@ -247,6 +252,8 @@ def partition_bytes(ex: Exchange, index: dict, nodes: list) -> int | None:
 def _probe(key: Any, index: dict, nodes: list) -> int | None:
     part = key[-1] if isinstance(key, tuple) else None
     for _ in range(1000):
+        if key not in index:
+            return None
         node = nodes[index[key]]
         deps = node.dependencies
         if type(node) is DataNode or not deps:
