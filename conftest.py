@@ -8,6 +8,7 @@ restart it afterwards through :func:`ray_session`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -57,3 +58,35 @@ def ray_ctx(ray_session):
     if not ray_session.is_initialized():  # a cluster test shut it down; bring it back
         ray_session.init(**RAY_KWARGS)
     return ray_session
+
+
+@contextlib.contextmanager
+def _local_cluster(head: dict, *nodes: dict):
+    """A multi-node ``ray.cluster_utils.Cluster`` on this box, this process its driver: the
+    session's Ray is shut down first (``ray_ctx`` brings it back for later tests), and the
+    cluster always after, even on failure. Yields the cluster and its added nodes."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from daskray import _ray
+
+    ray.shutdown()
+    _ray.reset()
+    c = None
+    try:
+        c = Cluster(initialize_head=True, head_node_args=head)
+        added = [c.add_node(**n) for n in nodes]
+        ray.init(address=c.address, log_to_driver=False)
+        c.wait_for_nodes()
+        yield c, added
+    finally:
+        ray.shutdown()
+        if c is not None:
+            c.shutdown()
+        _ray.reset()
+
+
+@pytest.fixture(scope="session")
+def local_cluster():
+    """:func:`_local_cluster`, for module-scoped cluster fixtures."""
+    return _local_cluster

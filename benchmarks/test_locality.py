@@ -171,27 +171,12 @@ def _workload(name: str, scale: float):
 
 
 @pytest.fixture(scope="module")
-def two_nodes():
-    import ray
-    from ray.cluster_utils import Cluster
-
-    ray.shutdown()  # the session's Ray, if up; ray_ctx restarts it for later tests
-    _ray.reset()
-    c = None
-    try:
-        head = {"num_cpus": 1, "include_dashboard": False}
-        if os.environ.get("DASKRAY_BENCH_LOCALITY_LEASING", "1") == "0":  # for comparison
-            head["_system_config"] = {"locality_aware_leasing_enabled": False}
-        c = Cluster(initialize_head=True, head_node_args=head)
-        c.add_node(num_cpus=1)
-        ray.init(address=c.address, log_to_driver=False)
-        c.wait_for_nodes()
+def two_nodes(local_cluster):
+    head = {"num_cpus": 1, "include_dashboard": False}
+    if os.environ.get("DASKRAY_BENCH_LOCALITY_LEASING", "1") == "0":  # for comparison
+        head["_system_config"] = {"locality_aware_leasing_enabled": False}
+    with local_cluster(head, {"num_cpus": 1}) as (c, _):
         yield c
-    finally:
-        ray.shutdown()
-        if c is not None:
-            c.shutdown()
-        _ray.reset()
 
 
 @pytest.mark.cluster

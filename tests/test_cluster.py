@@ -146,33 +146,17 @@ def test_resolve_workers_errors(workers, soft, match):
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    import ray
-    from ray.cluster_utils import Cluster
-
-    ray.shutdown()  # the session's Ray, if a test started it; ray_ctx restarts it
-    _ray.reset()
-    c = None
-    try:
-        c = Cluster(
-            initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
-        )
-        gpu = c.add_node(num_cpus=1, num_gpus=1)
-        ssd = c.add_node(num_cpus=1, resources={"ssd": 2})
-        ray.init(address=c.address, log_to_driver=False)
-        c.wait_for_nodes()
+def cluster(local_cluster):
+    head = {"num_cpus": 1, "include_dashboard": False}
+    gpu, ssd = {"num_cpus": 1, "num_gpus": 1}, {"num_cpus": 1, "resources": {"ssd": 2}}
+    with local_cluster(head, gpu, ssd) as (c, (gpu_node, ssd_node)):
         yield SimpleNamespace(
             cluster=c,
             head=c.head_node.node_id,
-            gpu=gpu.node_id,
-            ssd=ssd.node_id,
+            gpu=gpu_node.node_id,
+            ssd=ssd_node.node_id,
             ip=c.head_node.node_ip_address,
         )
-    finally:
-        ray.shutdown()
-        if c is not None:
-            c.shutdown()
-        _ray.reset()
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 
 import daskray
-from daskray import _ray
 
 pytestmark = pytest.mark.cluster
 
@@ -39,34 +38,11 @@ def frames(n: int, rows: int, offset: int = 0):
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    import ray
-    from ray.cluster_utils import Cluster
-
-    ray.shutdown()  # the session's Ray, if a test started it; ray_ctx restarts it
-    _ray.reset()
-    c = None
-    try:
-        store = 100 * 2**20
-        c = Cluster(
-            initialize_head=True,
-            head_node_args={
-                "num_cpus": 1,
-                "include_dashboard": False,
-                "object_store_memory": store,
-            },
-        )
-        for _ in range(NODES - 1):
-            c.add_node(num_cpus=1, object_store_memory=store)
-        ray.init(address=c.address, log_to_driver=False)
-        c.wait_for_nodes()
+def cluster(local_cluster):
+    node = {"num_cpus": 1, "object_store_memory": 100 * 2**20}
+    with local_cluster({**node, "include_dashboard": False}, *[node] * (NODES - 1)) as (c, _):
         with dask.config.set({"dataframe.shuffle.method": "tasks"}):
             yield c
-    finally:
-        ray.shutdown()
-        if c is not None:
-            c.shutdown()
-        _ray.reset()
 
 
 def rows_of(part: pd.DataFrame) -> pd.DataFrame:
