@@ -32,10 +32,21 @@ error within a poll or so of the failure even while slow siblings still run, and
 task of the compute still in flight; a ``KeyboardInterrupt`` while waiting cancels them too.
 Driver groups run as soon as their inputs are ready. Once everything is done, the warnings the
 tasks recorded are re-emitted in this process.
+
+A broken object-spilling directory does not fail a task: when the spilling directory of the
+driver's node is deleted or made unwritable, Ray (2.60) retries the spills and restores forever
+(its IO workers log ``PermissionError``/``FileNotFoundError``) and the compute hangs. So once no
+task of a compute has finished for ``daskray.spill-check-s`` seconds, gathering looks at that
+directory every few seconds and, if it is gone or unwritable, raises :class:`SpillDirectoryError`
+naming it and the compute, and cancels the compute's tasks. A compute that starts while the
+directory is back but Ray's per-node subdirectory in it is not recreates that subdirectory
+(Ray makes it only when its IO workers start).
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import threading
 import time
@@ -48,6 +59,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ._compat import Alias, DataNode
 from .annotations import NODE_AFFINITY, POOL, WORKERS, freeze, thaw
+from .config import option
 from .planning import DRIVER, Classes, is_strategy, resolve_workers
 from .results import writeable
 from .worker import reemit, run_group_profiled, run_group_recorded, start_actor
@@ -56,6 +68,7 @@ _lock = threading.Lock()
 _cpu_cache: list = [float("-inf"), 0]  # (time read, cluster CPUs)
 _nodes_cache: list = [float("-inf"), []]  # (time read, ray.nodes())
 _session: list = [None]  # the node id of the driver's Ray connection the caches describe
+_spill_cache: list = [None]  # [(spilling directory, its per-node subdirectory)] of the session
 
 
 def reset() -> None:
@@ -70,6 +83,7 @@ def reset() -> None:
     _options_cache.clear()
     _stubs.clear()
     _session[0] = None
+    _spill_cache[0] = None
 
 
 def _same_session() -> None:
@@ -287,6 +301,88 @@ def object_locations(refs: list) -> list:
     return out
 
 
+class SpillDirectoryError(OSError):
+    """Ray's object-spilling directory on the driver's node is gone or unwritable while a
+    compute waits for objects that Ray must spill or restore (``filename``: the directory)."""
+
+
+def spill_paths() -> list:
+    """``(directory, per-node subdirectory)`` for each directory the driver's node spills
+    objects to (a ``filesystem`` spilling config); ``[]`` for any other kind of spilling or
+    when Ray does not say. Read once per Ray session."""
+    paths = _spill_cache[0]
+    if paths is None:
+        paths = _spill_cache[0] = _read_spill_paths()
+    return paths
+
+
+def _read_spill_paths() -> list:
+    node = getattr(ray._private.worker.global_worker, "node", None)
+    config = getattr(node, "_config", None) or {}
+    text = config.get("object_spilling_config") or getattr(node, "_object_spilling_config", None)
+    try:
+        spec = json.loads(text) if isinstance(text, str) else (text or {})
+        node_id = ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - an unreadable config, or no node: nothing to watch
+        return []
+    if spec.get("type") != "filesystem":
+        return []
+    dirs = spec.get("params", {}).get("directory_path") or []
+    try:
+        from ray._private.external_storage import DEFAULT_OBJECT_PREFIX as prefix
+    except ImportError:  # pragma: no cover - the name of Ray 2.x
+        prefix = "ray_spilled_objects"
+    dirs = [dirs] if isinstance(dirs, str) else list(dirs)
+    return [(d, os.path.join(d, f"{prefix}_{node_id}")) for d in dirs]
+
+
+def spill_ids() -> list:
+    """``(st_dev, st_ino)`` of each spilling directory and per-node subdirectory of the
+    driver's node (:func:`spill_paths`, flattened), None where there is none."""
+    out = []
+    for pair in spill_paths():
+        for path in pair:
+            try:
+                st = os.stat(path)
+                out.append((st.st_dev, st.st_ino))
+            except OSError:
+                out.append(None)
+    return out
+
+
+def spill_fault(ids: list | None = None) -> tuple | None:
+    """``(errno, what is wrong, path)`` of the first spilling directory of the driver's node
+    (or its per-node subdirectory) that Ray cannot write to, or that is not the one of
+    ``ids`` (:func:`spill_ids` taken earlier: Ray's IO workers make a deleted one anew, but
+    the objects spilled in it are lost); None if all are fine."""
+    wx = os.W_OK | os.X_OK
+    now = spill_ids()
+    for k, path in enumerate(p for pair in spill_paths() for p in pair):
+        before = ids[k] if ids is not None and k < len(ids) else None
+        if now[k] is None:
+            if k % 2 == 0 or before is not None:  # the directory, or a subdirectory seen
+                return errno.ENOENT, "does not exist (deleted?)", path
+        elif not os.path.isdir(path):
+            return errno.ENOTDIR, "is not a directory", path
+        elif not os.access(path, wx):
+            return errno.EACCES, "is not writable", path
+        elif before is not None and now[k] != before:
+            return errno.ENOENT, "was deleted and made anew: what Ray spilled in it is lost", path
+    return None
+
+
+def repair_spilling() -> None:
+    """Recreate Ray's per-node spilling subdirectory where its directory exists again but the
+    subdirectory does not (Ray's IO workers make it only when they start: without it every
+    spill fails)."""
+    for d, sub in spill_paths():
+        if os.path.isdir(d) and not os.path.lexists(sub):
+            try:
+                os.makedirs(sub, exist_ok=True)
+            except OSError:  # not ours to make: the stall check reports it
+                pass
+
+
 @ray.remote
 def _run_group(spec: tuple, *values: Any) -> tuple:
     return run_group_recorded(spec, *values)
@@ -450,6 +546,8 @@ def submit(
     put = ray.put
     watch = _Watch(progress)  # for gather: the status ref of every Ray task that may still run
     driver = _DriverGroups(profiles)
+    prefixes = watch.prefixes
+    repair_spilling()
 
     def ref_of(i):
         r = refs.get(i)
@@ -495,6 +593,7 @@ def submit(
                 _release(g, iptr, inputs, last_use, refs, data, target_set)
                 continue
             name = key_split(names[outs[-1]]) if task_names else None
+            prefixes[name] = None
             args = [ref_of(i) if i not in driver.made else driver.misplaced(g, i) for i in ins]
             if profiles is None:
                 *result, status = _remote(len(outs) + 1, name, frozen[cls]).remote(spec, *args)
@@ -520,7 +619,9 @@ def submit(
             out.append((DRIVER_MADE, t))
         else:
             out.append((VALUE, data[t]))
-    return _Handles(out, watch, driver if driver.groups else None)
+    prefixes.pop(None, None)
+    what = ", ".join(dict.fromkeys(key_split(names[t]) for t in targets[:50]))
+    return _Handles(out, watch, driver if driver.groups else None, what)
 
 
 def _release(g, iptr, inputs, last_use, refs, data, target_set):
@@ -670,6 +771,7 @@ def gather(handles: list, fetch: bool = True) -> list:
     statuses: list = []
     pending = list(wanted)
     ready = None
+    stall = _Stall(option("spill-check-s"))
     try:
         if watch is not None:
             extra = driver.refs() if driver is not None else []
@@ -691,9 +793,11 @@ def gather(handles: list, fetch: bool = True) -> list:
                 if driver is not None:
                     driver.arrived(ready)
                     driver.run_ready(watch.progress, statuses)
+            stall.tick(ready, handles, len(pending))
             del ready
     except BaseException as e:
         _cancel(pending)
+        _note_spill_fault(e)
         pending = ready = wanted = got = watch = driver = None
         handles.clear()
         if hasattr(handles, "watch"):
@@ -723,6 +827,7 @@ def gather_only(handles: list, which: Any) -> list:
             [handles[i] for i in which],
             getattr(handles, "watch", None),
             getattr(handles, "driver", None),
+            getattr(handles, "what", ""),
         )
     )
 
@@ -747,7 +852,7 @@ class _Watch:
     ``statuses``.
     """
 
-    __slots__ = ("refs", "error", "_limit", "progress", "groups", "unseen", "statuses")
+    __slots__ = ("refs", "error", "_limit", "progress", "groups", "unseen", "statuses", "prefixes")
 
     def __init__(self, progress: Any = None) -> None:
         self.refs: list = []
@@ -757,6 +862,7 @@ class _Watch:
         self.groups: dict = {}  # ref -> group, only when someone listens (progress)
         self.unseen: set = set()  # the status refs whose status is not fetched yet
         self.statuses: list = []  # the fetched statuses that recorded warnings
+        self.prefixes: dict = {}  # the key prefixes of the tasks submitted (task names)
 
     def add(self, ref, group: int = -1) -> None:
         refs = self.refs
@@ -795,15 +901,80 @@ class _Watch:
 
 
 class _Handles(list):
-    """:func:`submit`'s answer: ``(kind, handle)`` per target, the ``watch`` of its Ray tasks
-    and the ``driver`` groups to run here (or None)."""
+    """:func:`submit`'s answer: ``(kind, handle)`` per target, the ``watch`` of its Ray tasks,
+    the ``driver`` groups to run here (or None) and ``what`` is computed (the targets' key
+    prefixes, for error messages)."""
 
-    __slots__ = ("watch", "driver")
+    __slots__ = ("watch", "driver", "what")
 
-    def __init__(self, items: list, watch: _Watch | None, driver: Any = None) -> None:
+    def __init__(self, items: list, watch: _Watch | None, driver: Any = None, what: str = ""):
         super().__init__(items)
         self.watch = watch
         self.driver = driver
+        self.what = what
+
+
+#: once stalled, :class:`_Stall` looks at the spilling directories this often (seconds)
+_SPILL_EVERY_S = 2.0
+
+
+class _Stall:
+    """:func:`gather`'s watch over a stall: once no task of the compute has finished for
+    ``after`` seconds (``daskray.spill-check-s``; None or 0: never), look at the driver's
+    node's spilling directories every :data:`_SPILL_EVERY_S` (:func:`spill_fault`) and raise
+    :class:`SpillDirectoryError` if one is gone or unwritable: Ray would wait forever."""
+
+    __slots__ = ("after", "last", "next", "ids")
+
+    def __init__(self, after: float | None) -> None:
+        self.after = after
+        self.last = self.next = time.monotonic()
+        self.ids = spill_ids() if after else []
+
+    def tick(self, ready: list, handles: Any, pending: int) -> None:
+        now = time.monotonic()
+        if not self.after:
+            return
+        if None in self.ids:  # a (sub)directory Ray has made since: watch it from now on
+            self.ids = [a or b for a, b in zip(self.ids, spill_ids(), strict=True)]
+        if ready:
+            self.last = now
+        elif now - self.last >= self.after and now >= self.next:
+            self.next = now + _SPILL_EVERY_S
+            fault = spill_fault(self.ids)
+            if fault is not None:
+                raise _spill_error(fault, now - self.last, handles, pending)
+
+
+def _note_spill_fault(e: BaseException) -> None:
+    """Add a note naming a broken spilling directory to an error of Ray's own (with one
+    unwritable, Ray 2.60's raylet may abort on its fallback allocation there before
+    :class:`_Stall` sees the stall: ``LocalRayletDiedError``)."""
+    if not isinstance(e, Exception) or isinstance(e, SpillDirectoryError):
+        return
+    try:
+        fault = spill_fault()
+    except Exception:  # noqa: BLE001 - Ray is down: nothing more to say
+        return
+    if fault is not None:
+        e.add_note(f"daskray: Ray's object-spilling directory {fault[2]} {fault[1]}")
+
+
+def _spill_error(fault: tuple, idle: float, handles: Any, pending: int) -> SpillDirectoryError:
+    code, wrong, path = fault
+    watch = getattr(handles, "watch", None)
+    kinds = list(watch.prefixes) if watch is not None else []
+    ran = ", ".join(kinds[:8]) + (", ..." if len(kinds) > 8 else "")
+    what = getattr(handles, "what", "") or "?"
+    return SpillDirectoryError(
+        code,
+        f"daskray: Ray's object-spilling directory {path} {wrong}, and no task of the compute "
+        f"of {what!r} (tasks {ran or '?'}) has finished for {idle:.0f} s: Ray cannot spill or "
+        f"restore objects there and would retry forever. The {pending} tasks still pending "
+        "were cancelled. Restore the directory (mkdir it, chmod u+rwx) and compute again -- "
+        "what was spilled in it is lost -- or start Ray with another object_spilling_directory",
+        path,
+    )
 
 
 def _check(ready: list, wanted: dict, got: dict, watch: _Watch | None) -> None:

@@ -25,6 +25,10 @@ DEFAULTS: dict[str, Any] = {
     # system failures such as a dead worker, none on exceptions); the `retries` annotation and
     # get(..., retries=n) override it
     "retries": None,
+    # once no task of a compute has finished for this many seconds, check the object-spilling
+    # directory of the driver's node every few seconds; raise if it is gone or unwritable
+    # (Ray would retry spilling forever); None or 0: never check
+    "spill-check-s": 10.0,
     # name Ray tasks after the dask key prefix (visible in the dashboard and `ray timeline`)
     "task-names": True,
     "fusion": {
