@@ -4,9 +4,10 @@
 (a local Ray of ``STORE_GB`` with a spilling directory for daskray; dask's disk shuffle on its
 threaded scheduler beside it), and checks every row against the input's checksums. CI runs it
 once, small, for correctness: every row must be right, never fast. The environment sizes it up:
-``DASKRAY_BENCH_BIG_GB`` (default 0.5: 6.4x the store), ``DASKRAY_BENCH_BIG_STORE_GB`` (0.08: 80 MiB; Ray refuses under 75 MiB),
-``DASKRAY_BENCH_BIG_OPS`` (shuffle), ``DASKRAY_BENCH_BIG_SCHEDULERS`` (daskray,disk) and
-``DASKRAY_BENCH_BIG_LIMIT`` (900 s a timed run: a guard against a hang, not a target).
+``DASKRAY_BENCH_BIG_GB`` (default 0.5: 6.4x the store), ``DASKRAY_BENCH_BIG_STORE_GB`` (0.08:
+80 MiB; Ray refuses a store under 75 MiB), ``DASKRAY_BENCH_BIG_OPS`` (shuffle),
+``DASKRAY_BENCH_BIG_SCHEDULERS`` (daskray,disk) and ``DASKRAY_BENCH_BIG_LIMIT`` (900 s a
+timed run: a guard against a hang, not a target).
 """
 
 from __future__ import annotations
