@@ -17,3 +17,14 @@ def core(request):
     else:
         from daskray._graph import _pure as mod
     return mod
+
+
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.once`` tests (drivers with a Ray of their own, which do not depend on
+    which graph core plans) run in CI's compiled-core pass only."""
+    if os.environ.get("DASKRAY_NO_EXTENSIONS", "") in ("", "0"):
+        return
+    skip = pytest.mark.skip(reason="run once, in the compiled-core pass")
+    for item in items:
+        if item.get_closest_marker("once"):
+            item.add_marker(skip)

@@ -227,6 +227,7 @@ ray.shutdown()
 """
 
 
+@pytest.mark.once
 def test_beyond_the_object_store(tmp_path):
     """275 MiB shuffled through an 80 MiB object store: every row, checksum and key."""
     spill = tmp_path / "spill"

@@ -17,7 +17,7 @@ import pytest
 
 import daskray
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.once]
 
 NODES = 3
 

@@ -206,7 +206,7 @@ def test_watch_drops_finished_tasks_and_keeps_the_first_error(ray_ctx, monkeypat
     assert time.monotonic() - t0 < 1.0
     assert handles == [] and handles.watch is None  # nothing left to pin
     with pytest.raises(ray.exceptions.TaskCancelledError):
-        ray.get(running, timeout=10)
+        ray.get(running, timeout=60)  # a loaded machine can take a while; uncancelled: 30 s
 
 
 def test_gather_takes_a_plain_list(ray_ctx):

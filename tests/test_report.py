@@ -166,6 +166,7 @@ ray.shutdown()
 """
 
 
+@pytest.mark.once
 def test_the_report_shows_what_the_object_store_spilled(tmp_path):
     """280 MiB shuffled through an 80 MiB object store, in a driver with its own Ray: the
     report's first compute spilled more than the store holds and restored some of it; the

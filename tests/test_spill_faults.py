@@ -31,6 +31,8 @@ import textwrap
 
 import pytest
 
+pytestmark = pytest.mark.once
+
 DRIVER = """
 import json, os, shutil, sys, threading, time
 import dask, ray
