@@ -58,6 +58,11 @@ def _ops(n: int) -> dict:
         "sort_values": a.sort_values("k"),
         "merge": a.assign(k=a.k % 97).merge(b, on="k", how="inner", broadcast=False),
         "groupby": a.groupby("k2").agg({"v": "sum"}, split_out=n),
+        # a staged right side (> 32 partitions) repartitioned to the left's count: dask pads
+        # its stages' outputs to k ** stages, and the padding receives no rows
+        "merge-uneven": frames(68, rows=50).merge(
+            dd.from_map(make, range(200, 234), rows=50), on="k", broadcast=False
+        ),
     }
 
 
@@ -79,7 +84,9 @@ def test_a_tasks_shuffle_becomes_one_exchange(n):
 
 
 @pytest.mark.parametrize("n", [8, 40])
-@pytest.mark.parametrize("op", ["shuffle", "set_index", "sort_values", "merge", "groupby"])
+@pytest.mark.parametrize(
+    "op", ["shuffle", "set_index", "sort_values", "merge", "groupby", "merge-uneven"]
+)
 def test_every_output_partition_is_dasks_own(ray_ctx, op, n):
     x = _ops(n)[op]
     assert graph_of(x).exchange is not None, "not recognised"
@@ -88,6 +95,8 @@ def test_every_output_partition_is_dasks_own(ray_ctx, op, n):
     assert len(got) == len(want) == x.npartitions
     for g, w in zip(got, want):
         pd.testing.assert_frame_equal(g, w)  # rows in the same order, too
+    # ... and as one compute (to_delayed's graphs are optimized apart)
+    pd.testing.assert_frame_equal(x.compute(scheduler=daskray.get), pd.concat(want))
     if op == "shuffle":  # every key in exactly one output partition
         seen: set = set()
         for part in got:

@@ -429,14 +429,14 @@ def map_pieces(spec: tuple, *frames: Any) -> tuple:
     from dask.dataframe.shuffle import shuffle_group
 
     cols, nin, nfinal, ignore, targets = spec
-    if len(frames) == 1:
-        cut = shuffle_group(frames[0], cols, 0, nin, nin, ignore, nfinal)
-        return tuple([cut[t]] for t in targets)
-    # one frame of the batch: each piece is then one contiguous slice, which Ray writes to
-    # its store without a copy (the slices of several frames would be pickled in-band)
-    batch = frame_concat()(list(frames), ignore)
+    # one frame of the batch: each piece is then one slice of one frame, fewer buffers for Ray
+    # to write than the slices of several frames
+    batch = frames[0] if len(frames) == 1 else frame_concat()(list(frames), ignore)
     cut = shuffle_group(batch, cols, 0, nin, nin, ignore, nfinal)
-    return tuple([cut[t]] for t in targets)
+    # a staged shuffle that repartitions pads its outputs to k ** stages: those past the
+    # input count receive no rows (their empty frames are what dask's stages make of them)
+    empty = cut[0].iloc[:0] if any(t >= nin for t in targets) else None
+    return tuple([cut[t] if t < nin else empty] for t in targets)
 
 
 def reduce_pieces(ignore_index: bool, *pieces: list) -> Any:
