@@ -311,3 +311,13 @@ def test_persisted_inputs_are_not_sized_by_their_refs(ray_ctx):
     assert exchange.partition_bytes(ex, index, list(nodes.values())) is None
     want = frames(8, rows=4000).shuffle("k").compute(scheduler="sync")
     pd.testing.assert_frame_equal(x.compute(scheduler=daskray.get), want)
+
+
+def test_sources_read_twice_are_not_bundled_before_a_heavy_exchange():
+    """set_index reads its source partitions twice (its sample and the exchange): no tree
+    below the map, yet no one Ray task may make them all."""
+    x = frames(40).set_index("k").map_partitions(len)
+    with dask.config.set({"daskray.exchange.heavy-bytes": 1000}):
+        e = daskray.explain(x, cpus=2, store=10**5)
+    makes = [gr.prefixes["make"] for gr in e.groups if "make" in gr.prefixes]
+    assert sum(makes) == 40 and max(makes) == 1

@@ -249,6 +249,28 @@ def partition_bytes(ex: Exchange, index: dict, nodes: list) -> int | None:
     return total // len(ex.inputs)
 
 
+def _upstream(ex: Exchange, index: dict, nodes: list) -> list:
+    """The sources each input partition is made from (tasks without dependencies, reached
+    down the dependencies of the same partition number): ``set_index`` reads its source
+    partitions twice (to sample them and to move them), so they are no tree below the map, and
+    without a weight of their own they would be bundled into one Ray task making all the data."""
+    out = []
+    for key in ex.inputs:
+        part = key[-1] if isinstance(key, tuple) else None
+        stack, seen = [key], set()
+        while stack and len(seen) < 100:
+            k = stack.pop()
+            i = index.get(k)
+            if i is None or k in seen:
+                continue
+            seen.add(k)
+            deps = nodes[i].dependencies
+            if not deps and k != key:
+                out.append(k)
+            stack.extend(d for d in deps if isinstance(d, tuple) and d[-1] == part)
+    return out
+
+
 def _probe(key: Any, index: dict, nodes: list) -> int | None:
     part = key[-1] if isinstance(key, tuple) else None
     for _ in range(1000):
@@ -281,6 +303,7 @@ class Weighed:
     free: list
     partition_bytes: int
     total_bytes: int
+    upstream: list = field(default_factory=list)  # partition-sized values feeding the maps
 
 
 def rewrite(names: list, nodes: list, wanted: list, funcs: list) -> tuple | None:
@@ -324,7 +347,7 @@ def rewrite(names: list, nodes: list, wanted: list, funcs: list) -> tuple | None
         if nbytes is None:
             nbytes = cfg["partition-bytes"]
         per = batches(len(ex.inputs), len(ex.outputs), nbytes, cfg["max-pieces"], cfg["map-bytes"])
-        w = Weighed([], [], nbytes, nbytes * len(ex.inputs))
+        w = Weighed([], [], nbytes, nbytes * len(ex.inputs), _upstream(ex, index, nodes))
         for node in _build(ex, per):
             if node.key in index:
                 replaced[node.key] = node

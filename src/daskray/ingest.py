@@ -250,5 +250,6 @@ def ingest(dsk: Any, keys: Any) -> Graph:
         for w in exchanged:  # ids of the keys the targets need
             w.heavy = [index[k] for k in w.heavy if k in index]
             w.free = [index[k] for k in w.free if k in index]
+            w.upstream = [index[k] for k in w.upstream if k in index]
         graph.exchange = exchanged
     return graph

@@ -331,21 +331,24 @@ def sizing(graph: Graph, cpus: int, fuse: bool | None = None, heavy: tuple | Non
     return Sizing(weights, group, bundle, parallelism)
 
 
-def heavy_exchanges(graph: Graph, store: int | None) -> tuple[list, list]:
-    """Ids of the maps and reducers, and of the pieces, of the graph's heavy exchanges (and
-    rechunks): those whose partitions pass ``daskray.exchange.heavy-bytes`` and that move
-    more than half of ``store`` (the cluster's object store; None: unknown, as in debug mode).
-    What fits in memory is fused as any tasks (see :mod:`daskray.exchange`)."""
+def heavy_exchanges(graph: Graph, store: int | None) -> tuple[list, list, list]:
+    """Ids of the maps and reducers, of the pieces, and of the sources upstream of the maps,
+    of the graph's heavy exchanges (and rechunks): those whose partitions pass
+    ``daskray.exchange.heavy-bytes`` and that move more than half of ``store`` (the cluster's
+    object store; None: unknown, as in debug mode). What fits in memory is fused as any tasks
+    (see :mod:`daskray.exchange`)."""
     if graph.exchange is None:
-        return [], []
+        return [], [], []
     limit = int(dask.config.get("daskray.exchange.heavy-bytes"))
     heavy: list = []
     free: list = []
+    upstream: list = []
     for w in graph.exchange:
         if w.partition_bytes > limit and (store is None or w.total_bytes > store // 2):
             heavy.extend(w.heavy)
             free.extend(w.free)
-    return heavy, free
+            upstream.extend(w.upstream)
+    return heavy, free, upstream
 
 
 def _flags(graph: Graph, heavy: list) -> Any:
@@ -362,10 +365,13 @@ def _flags(graph: Graph, heavy: list) -> Any:
 def _exchange_weights(graph: Graph, weights: list | None, group: int, heavy: tuple) -> list:
     """Heavy exchanges' maps and reducers weigh just over half a group (no two share one; the
     chains reading a reducer's output, and its free pieces, still join it), their pieces
-    nothing (see :mod:`daskray.exchange`)."""
+    nothing, the sources upstream of their maps just over a bundle (see
+    :mod:`daskray.exchange`)."""
     if weights is None:
         indptr = graph.indptr
         weights = [1 + indptr[i + 1] - indptr[i] for i in range(len(graph.nodes))]
+    for i in heavy[2]:  # over a bundle: never bundled together, still fused with a map
+        weights[i] = max(weights[i], group // 4 + 1)
     for i in heavy[0]:
         weights[i] = group // 2 + 1
     for i in heavy[1]:
@@ -445,7 +451,7 @@ def make_plan(
         cluster_fanout=int(cfg["cluster-fanout"]),
         weights=size.weights,
         classes=classes.of if classes is not None else None,
-        flags=_flags(graph, heavy[0]),
+        flags=_flags(graph, heavy[0] + heavy[2]),
         priorities=priorities(graph.names, graph.index, graph.annotations),
         parallelism=size.parallelism,
     )
