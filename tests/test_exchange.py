@@ -270,11 +270,13 @@ def test_progress_moves_during_the_map_phase(ray_ctx):
     from dask.callbacks import Callback
 
     seen: list = []
-    x = frames(8, rows=50_000).shuffle("k").map_partitions(stamp, meta=(None, float))
+    # 16 maps of 200,000 rows on 2 CPUs: a map phase of several waves, each far longer than
+    # gather's polls (0.1 s), so that the first maps are seen while the last still run
+    x = frames(16, rows=200_000).shuffle("k").map_partitions(stamp, meta=(None, float))
     with Callback(posttask=lambda key, *_: seen.append((time.time(), key))):
         reduced_at = x.compute(scheduler=daskray.get)
     maps = [t for t, k in seen if isinstance(k, tuple) and k[0].startswith("exchange-map-")]
-    assert len(maps) == 8 and len(reduced_at) == 8
+    assert len(maps) == 16 and len(reduced_at) == 16
     assert min(maps) < reduced_at.min()  # the first map was reported before any reducer ran
 
 
