@@ -109,7 +109,7 @@ def _stages(names: list, nodes: list, group_fn: Any) -> dict:
         if not (isinstance(key[0], str) and key[0].startswith("group-")):
             continue
         _, _, cols, stage, k, nin, ignore, nfinal = args
-        if not (isinstance(cols, str) or isinstance(cols, (list, tuple))):
+        if not isinstance(cols, (str, list, tuple)):
             continue
         spec = (cols, k, nin, ignore, nfinal)
         st = stages.setdefault(key[0][6:], _Stage(key[0][6:], stage, spec))
@@ -303,7 +303,7 @@ class Weighed:
     free: list
     partition_bytes: int
     total_bytes: int
-    upstream: list = field(default_factory=list)  # partition-sized values feeding the maps
+    upstream: list = field(default_factory=list)  # the sources the maps' partitions come from
 
 
 def rewrite(names: list, nodes: list, wanted: list, funcs: list) -> tuple | None:

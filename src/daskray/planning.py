@@ -352,8 +352,8 @@ def heavy_exchanges(graph: Graph, store: int | None) -> tuple[list, list, list]:
 
 
 def _flags(graph: Graph, heavy: list) -> Any:
-    """The core's per-node flags: the graph's, plus ``PACK_ALONE`` on heavy exchanges' maps
-    and reducers."""
+    """The core's per-node flags: the graph's, plus ``PACK_ALONE`` on ``heavy`` (heavy
+    exchanges' maps and reducers, and the sources upstream of their maps)."""
     if not heavy:
         return graph.flags
     flags = list(graph.flags) if graph.flags is not None else [0] * len(graph.nodes)
