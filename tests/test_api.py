@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import dask
@@ -101,7 +102,13 @@ def test_enable_without_context_and_disable(ray_ctx):
     finally:
         daskray.disable()
         # enable() also chose the tasks shuffle; leave dask's default for later tests
-        dask.config.set({"daskray.num-cpus": None, "dataframe.shuffle.method": None})
+        dask.config.set(
+            {
+                "daskray.num-cpus": None,
+                "dataframe.shuffle.method": None,
+                "array.rechunk.threshold": 4,
+            }
+        )
     assert not dask.config.get("scheduler", None)
 
 
@@ -117,6 +124,28 @@ def test_enable_selects_tasks_shuffle_unless_set():
     with dask.config.set({"dataframe.shuffle.method": "disk"}), daskray.enable():
         assert dask.config.get("dataframe.shuffle.method") == "disk"
     daskray.disable()
+
+
+def test_enable_plans_all_to_all_rechunks_in_one_stage_unless_the_threshold_is_set():
+    import dask.array as da
+
+    x = da.ones((4000, 64), chunks=(50, 64))  # 80 row blocks, to 64 column blocks
+
+    def stages(threshold_config):
+        with dask.config.set({"array.rechunk.method": "tasks"}), threshold_config:
+            y = x.rechunk((4000, 1))
+            return len({k[0] for k in dict(y.__dask_graph__()) if "rechunk-merge" in k[0]})
+
+    assert stages(contextlib.nullcontext()) > 1  # dask's default threshold: staged
+    with daskray.enable():
+        assert dask.config.get("array.rechunk.threshold") == 64
+    assert stages(daskray.enable()) == 1
+    with dask.config.set({"array.rechunk.threshold": 8}), daskray.enable():
+        assert dask.config.get("array.rechunk.threshold") == 8  # the user's choice stays
+    with daskray.enable(exchange={"rechunk_threshold": 16}):
+        assert dask.config.get("array.rechunk.threshold") == 16
+    daskray.disable()
+    assert dask.config.get("array.rechunk.threshold") == 4
 
 
 def test_enable_rejects_unknown_options():

@@ -280,27 +280,6 @@ def test_progress_moves_during_the_map_phase(ray_ctx):
     assert min(maps) < reduced_at.min()  # the first map was reported before any reducer ran
 
 
-def test_a_heavy_rechunk_runs_each_block_with_its_slices_and_each_merge_alone(ray_ctx):
-    import dask.array as da
-
-    x = da.random.default_rng(0).random((4000, 64), chunks=(500, 64))  # 8 row blocks
-    opts = {"array.rechunk.method": "tasks", "array.chunk-size": "256KiB"}
-    with dask.config.set(opts):  # dask plans it in two all-to-all stages of 250 KiB blocks
-        y = x.rechunk((4000, 8))  # to 8 column blocks: every output reads every input
-        with dask.config.set({"daskray.exchange.heavy-bytes": 1000}):
-            assert graph_of(y).exchange is not None
-            e = daskray.explain(y, cpus=2)
-            got = y.compute(scheduler=daskray.get)
-        light = daskray.explain(y, cpus=2)
-    blocks = [gr for gr in e.groups if "random" in gr.prefixes]
-    assert len(blocks) == 8
-    assert all(gr.prefixes["random"] == 1 and gr.outputs > 1 for gr in blocks)
-    merges = [gr for gr in e.groups if "rechunk-merge" in gr.prefixes]
-    assert all(gr.prefixes["rechunk-merge"] == 1 for gr in merges)
-    assert light.plan.ngroups < e.plan.ngroups  # small blocks: fused as any tasks
-    np.testing.assert_array_equal(got, y.compute(scheduler="sync"))
-
-
 def test_persisted_inputs_are_not_sized_by_their_refs(ray_ctx):
     from daskray._compat import convert_legacy_graph
 

@@ -73,6 +73,10 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'daskray' has no attribute {name!r}")
 
 
+#: dask's own default ``array.rechunk.threshold`` (dask.yaml)
+_DASK_RECHUNK_THRESHOLD = 4
+
+
 def enable(**options: Any) -> dask.config.set:
     """Make daskray dask's scheduler; returns ``dask.config.set(...)`` (a context manager).
 
@@ -81,7 +85,11 @@ def enable(**options: Any) -> dask.config.set:
     ``scheduler="ray"`` and ``scheduler="daskray"`` with dask's scheduler names, and selects
     dask's tasks-based dataframe shuffle unless ``dataframe.shuffle.method`` is already set
     (dask's default without a distributed Client is a disk shuffle, which needs one shared
-    disk).
+    disk). Unless ``array.rechunk.threshold`` was changed from dask's default, it becomes
+    ``daskray.exchange.rechunk-threshold``: dask then plans a rechunk between incompatible
+    chunkings as one all-to-all (every old block sliced once, every new block concatenated
+    once) up to ~that many times more slices than blocks, where its default plans several
+    stages that each move all the data once more.
 
     Examples
     --------
@@ -95,6 +103,11 @@ def enable(**options: Any) -> dask.config.set:
         # dask picks the partd "disk" shuffle when no distributed Client exists; its files live
         # on one node's disk, so a multi-node Ray cluster needs the tasks shuffle
         settings["dataframe.shuffle.method"] = "tasks"
+    if dask.config.get("array.rechunk.threshold", None) == _DASK_RECHUNK_THRESHOLD:
+        settings["array.rechunk.threshold"] = settings.get(
+            "daskray.exchange.rechunk-threshold",
+            dask.config.get("daskray.exchange.rechunk-threshold"),
+        )
     for name in SCHEDULER_NAMES:
         dask.base.named_schedulers[name] = get
     return dask.config.set(scheduler=get, **settings)

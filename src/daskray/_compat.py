@@ -48,6 +48,14 @@ def rechunk_concat_function():
     return None if mod is None else mod.concatenate_shaped
 
 
+def rechunk_split_function():
+    """dask.array's ``chunk.getitem`` (what its tasks rechunk slices old blocks with: a slice
+    smaller than its block is copied, so it does not hold the block), or None while
+    ``dask.array`` is not imported."""
+    mod = sys.modules.get("dask.array.chunk")
+    return None if mod is None else mod.getitem
+
+
 def frame_concat():
     """dask.dataframe's ``_concat`` (what dask's shuffles concatenate their pieces with)."""
     from dask.dataframe.core import _concat
@@ -72,5 +80,6 @@ __all__ = [
     "execute_subgraph",
     "frame_concat",
     "rechunk_concat_function",
+    "rechunk_split_function",
     "shuffle_group_function",
 ]

@@ -61,6 +61,7 @@ from ._compat import (
     execute_subgraph,
     frame_concat,
     rechunk_concat_function,
+    rechunk_split_function,
     shuffle_group_function,
 )
 
@@ -308,40 +309,41 @@ class Weighed:
 
 def rewrite(names: list, nodes: list, wanted: list, funcs: list) -> tuple | None:
     """``names``/``nodes`` with every recognised shuffle replaced by an exchange (but those of
-    which a ``wanted`` key is an intermediate), and a :class:`Weighed` for each exchange and
-    for each dask tasks rechunk; None when there is neither. ``funcs``: the functions of the
-    graph's tasks (what tells, at C speed, whether it has a shuffle or a rechunk)."""
+    which a ``wanted`` key is an intermediate) and every heavy tasks rechunk by a rechunk
+    exchange (:func:`rechunks`), and a :class:`Weighed` for each; None when there is neither.
+    ``funcs``: the functions of the graph's tasks (what tells, at C speed, whether it has a
+    shuffle or a rechunk)."""
     if not dask.config.get("daskray.exchange.enabled"):
         return None
     group_fn = shuffle_group_function()
     shuffles = group_fn is not None and group_fn in funcs
     concat = rechunk_concat_function()
-    rechunks = concat is not None and (concat in funcs or execute_subgraph in funcs)
-    if not (shuffles or rechunks):
+    rechunking = concat is not None and (concat in funcs or execute_subgraph in funcs)
+    if not (shuffles or rechunking):
         return None
     cfg = {k: int(dask.config.get(f"daskray.exchange.{k}")) for k in _SIZES}
     index = {k: i for i, k in enumerate(names)}
-    weighed = []
-    if rechunks:
-        rechunk = _rechunk(names, nodes, index, cfg["partition-bytes"])
-        if rechunk is not None:
-            weighed.append(rechunk)
-    found = find(names, nodes, index) if shuffles else []
-    if found:
-        asked = []
-        for k in wanted:
-            try:
-                if k in index:
-                    asked.append(k)
-            except TypeError:  # unhashable: ingest names it once this returns
-                pass
-        found = [ex for ex in found if not ex.internal.intersection(asked)]
-    if not found:
-        return (names, nodes, weighed) if weighed else None
+    asked = set()
+    for k in wanted:
+        try:
+            if k in index:
+                asked.add(k)
+        except TypeError:  # unhashable: ingest names it once this returns
+            pass
+    weighed: list = []
     internal: set = set()
     replaced: dict = {}
     added: list = []
+    if rechunking:
+        for r in rechunks(names, nodes, index, asked, cfg):
+            internal |= r.internal
+            replaced.update(r.replaced)
+            added.extend(r.added)
+            weighed.append(r.weighed)
+    found = find(names, nodes, index) if shuffles else []
     for ex in found:
+        if ex.internal.intersection(asked):
+            continue
         internal |= ex.internal
         nbytes = partition_bytes(ex, index, nodes)
         if nbytes is None:
@@ -355,6 +357,8 @@ def rewrite(names: list, nodes: list, wanted: list, funcs: list) -> tuple | None
                 added.append(node)
             (w.free if node.func is operator.getitem else w.heavy).append(node.key)
         weighed.append(w)
+    if not weighed:
+        return None
     out_names, out_nodes = [], []
     for key, node in zip(names, nodes):
         if key in internal:
@@ -366,31 +370,124 @@ def rewrite(names: list, nodes: list, wanted: list, funcs: list) -> tuple | None
     return out_names, out_nodes, weighed
 
 
-def _rechunk(names: list, nodes: list, index: dict, unknown: int) -> Weighed | None:
-    """dask's tasks rechunk is an all-to-all already: ``rechunk-split-*`` slices of every old
-    block, merges concatenating slices and whole blocks (fused with what follows them by dask's
-    blockwise optimization, or not). Its old blocks and merges weigh as an exchange's maps and
-    reducers, its slices as pieces. A block's size is read from the slices taken of it, at 8
-    bytes an element (float64, int64: what large arrays mostly hold; ``unknown`` when the
-    slices do not tell), so no block is computed to find out."""
-    slices = {
-        k
-        for k in names
-        if type(k) is tuple and type(k[0]) is str and k[0].startswith("rechunk-split-")
-    }
-    if not slices:
-        return None
-    merges = {k for k, node in zip(names, nodes) if not node.dependencies.isdisjoint(slices)}
-    sliced = {d for k in slices for d in nodes[index[k]].dependencies}
-    if not sliced:
-        return None
+@dataclass
+class Rechunk:
+    """One rechunk exchange: the split keys it removes, the consumers it rewrites, the maps and
+    pieces it adds, and its :class:`Weighed`."""
+
+    internal: set
+    replaced: dict
+    added: list
+    weighed: Weighed
+
+
+def rechunks(names: list, nodes: list, index: dict, asked: set, cfg: dict) -> list[Rechunk]:
+    """Every stage of a dask tasks rechunk whose blocks are heavy, as one exchange.
+
+    dask's tasks rechunk is an all-to-all already: per stage, ``rechunk-split-{token}``
+    getitems slice every old block once per new block it overlaps, and each new block
+    concatenates its slices (and old blocks it takes whole) -- a ``rechunk-merge`` task, or
+    one fused by dask's blockwise optimization with what follows it. Every slice is an object
+    of its own: ``n m`` of them for an all-to-all, about a millisecond of Ray's CPU each. When
+    its blocks are over ``daskray.exchange.heavy-bytes`` (read from the slices taken of one, at
+    8 bytes an element; ``partition-bytes`` when they do not tell), a stage becomes an
+    exchange like a shuffle's: a map takes ``b`` consecutive old blocks (:func:`batches`) and
+    returns one piece per new block they reach, the tuple of that block's slices of them
+    (``cut_blocks``); each consumer reads its slices out of its pieces, inline. The slices are
+    dask's own ``getitem`` arguments, so no shape is inferred. Smaller blocks are left as dask
+    built them: fused as any tasks. A stage whose slices are requested is left too.
+    """
+    split_fn = rechunk_split_function()
+    stages: dict[str, list] = {}
+    for key, node in zip(names, nodes):
+        if (
+            type(key) is tuple
+            and len(key) == 2
+            and type(key[0]) is str
+            and key[0].startswith("rechunk-split-")
+            and type(node) is Task
+            and node.func is split_fn
+            and len(node.args) == 2
+            and isinstance(node.args[0], TaskRef)
+        ):
+            stages.setdefault(key[0], []).append(key)
+    out = []
+    for split_name in sorted(stages):
+        slices = set(stages[split_name])
+        if slices & asked:
+            continue
+        r = _rechunk_stage(names, nodes, index, slices, cfg)
+        if r is not None:
+            out.append(r)
+    return out
+
+
+def _rechunk_stage(names: list, nodes: list, index: dict, slices: set, cfg: dict):
+    sliced = {nodes[index[k]].args[0].key for k in slices}
     nbytes = _sliced_bytes(min(sliced, key=repr), slices, index, nodes)
-    blocks = sliced.union(
-        d for k in merges for d in nodes[index[k]].dependencies if d not in slices
-    )
     if nbytes is None:
-        nbytes = unknown
-    return Weighed(list(blocks | merges), list(slices), nbytes, nbytes * len(blocks))
+        nbytes = cfg["partition-bytes"]
+    if nbytes <= cfg["heavy-bytes"]:
+        return None
+    block_names = {b[0] for b in sliced if type(b) is tuple}
+    # consumers in graph order, each with its fragments: (dependency key, block, slices|None)
+    consumers = []
+    for key, node in zip(names, nodes):
+        deps = node.dependencies
+        if deps.isdisjoint(slices) or key in slices:
+            continue
+        frags = []
+        for d in sorted(deps, key=repr):
+            if d in slices:
+                split = nodes[index[d]]
+                frags.append((d, split.args[0].key, split.args[1]))
+            elif type(d) is tuple and d and d[0] in block_names and d in index:
+                frags.append((d, d, None))  # an old block taken whole
+        consumers.append((key, node, frags))
+    blocks = sorted({f[1] for _, _, fs in consumers for f in fs}, key=_block_order)
+    if not blocks or any(b not in index for b in blocks):
+        return None
+    position = {b: i for i, b in enumerate(blocks)}
+    reach = sum(len(fs) for _, _, fs in consumers) // len(blocks) or 1
+    per = batches(len(blocks), reach, nbytes, cfg["max-pieces"], cfg["map-bytes"])
+    tag = next(iter(slices))[0][len("rechunk-split-") :]
+    nmaps = -(-len(blocks) // per)
+    # per map: its consumers in order, and per consumer the (batch position, slices) cut
+    specs: list[dict] = [{} for _ in range(nmaps)]
+    for c, (_, _, frags) in enumerate(consumers):
+        for _, block, where in frags:
+            j, pos = divmod(position[block], per)
+            specs[j].setdefault(c, []).append((pos, where))
+    added, free, piece_of = [], [], {}
+    maps = []
+    for j, spec in enumerate(specs):
+        mkey = (f"rechunk-map-{tag}", j)
+        targets = list(spec)
+        refs = [TaskRef(b) for b in blocks[j * per : (j + 1) * per]]
+        added.append(Task(mkey, cut_blocks, tuple(tuple(spec[c]) for c in targets), *refs))
+        maps.append(mkey)
+        for r, c in enumerate(targets):
+            pkey = (f"rechunk-piece-{tag}", j, c)
+            added.append(Task(pkey, operator.getitem, TaskRef(mkey), r))
+            free.append(pkey)
+            piece_of[(j, c)] = pkey
+    replaced = {}
+    for c, (key, node, frags) in enumerate(consumers):
+        seen: dict = {}
+        subs = {}
+        for dep, block, _ in frags:
+            j = position[block] // per
+            i = seen.get(j, 0)
+            seen[j] = i + 1
+            subs[dep] = Task(dep, operator.getitem, TaskRef(piece_of[(j, c)]), i)
+        replaced[key] = node.substitute(subs)
+    heavy = maps + [key for key, _, _ in consumers]
+    weighed = Weighed(heavy, free, nbytes, nbytes * len(blocks))
+    return Rechunk(slices, replaced, added, weighed)
+
+
+def _block_order(key: Any) -> tuple:
+    return (key[0], key[1:]) if type(key) is tuple else (repr(key), ())
 
 
 def _sliced_bytes(block: Any, slices: set, index: dict, nodes: list) -> int | None:
@@ -415,7 +512,7 @@ def _sliced_bytes(block: Any, slices: set, index: dict, nodes: list) -> int | No
     return 8 * elements if elements else None
 
 
-_SIZES = ("partition-bytes", "max-pieces", "map-bytes")
+_SIZES = ("partition-bytes", "max-pieces", "map-bytes", "heavy-bytes")
 
 
 def _build(ex: Exchange, per: int) -> list:
@@ -460,6 +557,16 @@ def map_pieces(spec: tuple, *frames: Any) -> tuple:
     # input count receive no rows (their empty frames are what dask's stages make of them)
     empty = cut[0].iloc[:0] if any(t >= nin for t in targets) else None
     return tuple([cut[t] if t < nin else empty] for t in targets)
+
+
+def cut_blocks(spec: tuple, *blocks: Any) -> tuple:
+    """A rechunk map: for each new block the batch reaches, the tuple of its slices of
+    ``blocks`` (dask's own ``getitem`` arguments; None: the whole block), in the order the new
+    block's task reads them."""
+    return tuple(
+        tuple(blocks[pos] if where is None else blocks[pos][where] for pos, where in cut)
+        for cut in spec
+    )
 
 
 def reduce_pieces(ignore_index: bool, *pieces: list) -> Any:
