@@ -152,3 +152,31 @@ def _check(tmp_path, got: dict) -> None:
     assert "exchange" in got["error"]  # the shuffle's tasks are named
     assert got["after_fault_s"] < 60
     assert got["next_ok"], "the next shuffle, with the directory restored, was wrong"
+
+
+def test_the_watch_tells_a_directory_made_anew_from_the_one_it_holds(tmp_path, monkeypatch):
+    """No Ray here: the spilling paths are set by hand. A directory deleted and made anew at
+    once may get the freed inode number back on many file systems; the watch holds the first
+    one open, so its number cannot be reused and the new one is told apart."""
+    import shutil
+
+    from daskray import _ray
+
+    top, sub = tmp_path / "spill", tmp_path / "spill" / "ray_spilled_objects_node"
+    top.mkdir()
+    monkeypatch.setattr(_ray, "_spill_cache", [[(str(top), str(sub))]])
+    fds = _ray.spill_watch()
+    try:
+        assert fds[0] is not None and fds[1] is None  # Ray makes the subdirectory later
+        assert _ray.spill_fault(fds) is None
+        sub.mkdir()
+        fds[1] = _ray.spill_watch()[1]
+        assert _ray.spill_fault(fds) is None
+        shutil.rmtree(top)
+        assert _ray.spill_fault(fds)[1:] == ("does not exist (deleted?)", str(top))
+        sub.mkdir(parents=True)  # as Ray's IO workers do
+        code, wrong, path = _ray.spill_fault(fds)
+        assert (wrong.startswith("was deleted and made anew"), path) == (True, str(top))
+        assert _ray.spill_fault() is None  # without the watch, nothing looks wrong
+    finally:
+        _ray.close_watch(fds)

@@ -336,38 +336,62 @@ def _read_spill_paths() -> list:
     return [(d, os.path.join(d, f"{prefix}_{node_id}")) for d in dirs]
 
 
-def spill_ids() -> list:
-    """``(st_dev, st_ino)`` of each spilling directory and per-node subdirectory of the
-    driver's node (:func:`spill_paths`, flattened), None where there is none."""
-    out = []
-    for pair in spill_paths():
-        for path in pair:
-            try:
-                st = os.stat(path)
-                out.append((st.st_dev, st.st_ino))
-            except OSError:
-                out.append(None)
-    return out
+def spill_watch() -> list:
+    """An open descriptor of each spilling directory and per-node subdirectory of the driver's
+    node (:func:`spill_paths`, flattened), None where there is none yet. Holding a directory
+    open keeps its inode number from going to a directory made anew at the same path (Ray's IO
+    workers remake a deleted one, and the file system would reuse the freed number), so
+    :func:`spill_fault` tells the two apart; close them with :func:`close_watch`."""
+    return [_open_dir(path) for pair in spill_paths() for path in pair]
 
 
-def spill_fault(ids: list | None = None) -> tuple | None:
+def _open_dir(path: str) -> int | None:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+
+
+def _same_dir(fd: int, st: os.stat_result | None) -> bool:
+    """Whether the directory held open as ``fd`` still has links and is the one ``st`` (a
+    stat of its path) describes."""
+    held = os.fstat(fd)
+    return (
+        st is not None
+        and held.st_nlink > 0
+        and (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
+    )
+
+
+def close_watch(fds: list) -> None:
+    for fd in fds:
+        if fd is not None:
+            os.close(fd)
+
+
+def spill_fault(fds: list | None = None) -> tuple | None:
     """``(errno, what is wrong, path)`` of the first spilling directory of the driver's node
-    (or its per-node subdirectory) that Ray cannot write to, or that is not the one of
-    ``ids`` (:func:`spill_ids` taken earlier: Ray's IO workers make a deleted one anew, but
-    the objects spilled in it are lost); None if all are fine."""
+    (or its per-node subdirectory) that Ray cannot write to, or that is no longer the one
+    watched in ``fds`` (:func:`spill_watch` taken earlier: deleted, or deleted and made anew
+    -- the objects spilled in it are lost); None if all are fine."""
     wx = os.W_OK | os.X_OK
-    now = spill_ids()
     for k, path in enumerate(p for pair in spill_paths() for p in pair):
-        before = ids[k] if ids is not None and k < len(ids) else None
-        if now[k] is None:
-            if k % 2 == 0 or before is not None:  # the directory, or a subdirectory seen
+        fd = fds[k] if fds is not None and k < len(fds) else None
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        if fd is not None and not _same_dir(fd, st):
+            if st is None:
+                return errno.ENOENT, "does not exist (deleted?)", path
+            return errno.ENOENT, "was deleted and made anew: what Ray spilled in it is lost", path
+        if st is None:
+            if k % 2 == 0:  # the directory (Ray makes a subdirectory when it first spills)
                 return errno.ENOENT, "does not exist (deleted?)", path
         elif not os.path.isdir(path):
             return errno.ENOTDIR, "is not a directory", path
         elif not os.access(path, wx):
             return errno.EACCES, "is not writable", path
-        elif before is not None and now[k] != before:
-            return errno.ENOENT, "was deleted and made anew: what Ray spilled in it is lost", path
     return None
 
 
@@ -797,13 +821,15 @@ def gather(handles: list, fetch: bool = True) -> list:
             del ready
     except BaseException as e:
         _cancel(pending)
-        _note_spill_fault(e)
+        _note_spill_fault(e, stall.fds)
         pending = ready = wanted = got = watch = driver = None
         handles.clear()
         if hasattr(handles, "watch"):
             handles.watch = handles.driver = None
         _tidy(e)
         raise
+    finally:
+        stall.close()
     out = []
     for kind, h in handles:
         if kind is REF:
@@ -922,38 +948,45 @@ class _Stall:
     """:func:`gather`'s watch over a stall: once no task of the compute has finished for
     ``after`` seconds (``daskray.spill-check-s``; None or 0: never), look at the driver's
     node's spilling directories every :data:`_SPILL_EVERY_S` (:func:`spill_fault`) and raise
-    :class:`SpillDirectoryError` if one is gone or unwritable: Ray would wait forever."""
+    :class:`SpillDirectoryError` if one is gone or unwritable: Ray would wait forever. It
+    holds the directories open from the start of the compute (:func:`spill_watch`); call
+    :meth:`close` when the compute ends."""
 
-    __slots__ = ("after", "last", "next", "ids")
+    __slots__ = ("after", "last", "next", "fds")
 
     def __init__(self, after: float | None) -> None:
         self.after = after
         self.last = self.next = time.monotonic()
-        self.ids = spill_ids() if after else []
+        self.fds = spill_watch() if after else []
 
     def tick(self, ready: list, handles: Any, pending: int) -> None:
         now = time.monotonic()
         if not self.after:
             return
-        if None in self.ids:  # a (sub)directory Ray has made since: watch it from now on
-            self.ids = [a or b for a, b in zip(self.ids, spill_ids(), strict=True)]
+        if None in self.fds:  # a (sub)directory Ray has made since: watch it from now on
+            paths = [p for pair in spill_paths() for p in pair]
+            self.fds = [_open_dir(paths[k]) if fd is None else fd for k, fd in enumerate(self.fds)]
         if ready:
             self.last = now
         elif now - self.last >= self.after and now >= self.next:
             self.next = now + _SPILL_EVERY_S
-            fault = spill_fault(self.ids)
+            fault = spill_fault(self.fds)
             if fault is not None:
                 raise _spill_error(fault, now - self.last, handles, pending)
 
+    def close(self) -> None:
+        close_watch(self.fds)
+        self.fds = []
 
-def _note_spill_fault(e: BaseException) -> None:
+
+def _note_spill_fault(e: BaseException, fds: list | None = None) -> None:
     """Add a note naming a broken spilling directory to an error of Ray's own (with one
     unwritable, Ray 2.60's raylet may abort on its fallback allocation there before
     :class:`_Stall` sees the stall: ``LocalRayletDiedError``)."""
     if not isinstance(e, Exception) or isinstance(e, SpillDirectoryError):
         return
     try:
-        fault = spill_fault()
+        fault = spill_fault(fds)
     except Exception:  # noqa: BLE001 - Ray is down: nothing more to say
         return
     if fault is not None:
