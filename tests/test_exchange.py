@@ -23,6 +23,7 @@ import pytest
 
 import daskray
 from daskray import exchange
+from daskray._compat import Task, convert_legacy_graph
 from daskray.ingest import ingest
 
 
@@ -154,13 +155,55 @@ def test_heavy_partitions_run_one_ray_task_per_map_and_reducer():
         assert daskray.explain(x, cpus=2, store=10**7).plan.ngroups < 40
     maps = _tasks_of(e, "exchange-map-taskshuffle")
     assert len(maps) == 40
-    for g in maps:  # a map with its pieces and the tasks making its input, alone
-        assert g.prefixes["exchange-map-taskshuffle"] == 1 and g.prefixes["make"] == 1
+    for g in maps:  # a map with its pieces, the tasks making its input inlined, alone
+        assert g.prefixes == {"exchange-map-taskshuffle": 1, "exchange-piece-taskshuffle": 40}
         assert g.outputs == 40 and g.inputs == 0
+    assert not _tasks_of(e, "make")
     reducers = _tasks_of(e, "taskshuffle")
     assert len(reducers) == 40
     for g in reducers:  # a reducer with the chain reading its output
         assert g.prefixes["taskshuffle"] == 1 and g.inputs == 40 and g.outputs == 1
+
+
+def _diamond(n: int):
+    """A partition read twice before its shuffle, as ``set_index`` reads it (its key column
+    for the partitioning, and the whole to assign it): a diamond no tree fusion takes."""
+    a = frames(n)
+    return a.assign(p=a.k % 7).shuffle("p").map_partitions(len)
+
+
+def test_the_tasks_making_a_heavy_maps_partitions_are_inlined_into_it(ray_ctx):
+    x = _diamond(12)
+    want = x.compute(scheduler="sync")
+    with dask.config.set({"daskray.exchange.heavy-bytes": 1000}):
+        e = daskray.explain(x, cpus=2)
+        maps = _tasks_of(e, "exchange-map-taskshuffle")
+        assert len(maps) == 12 and all(g.inputs == 0 for g in maps)
+        assert [g for g in e.groups if "make" in g.prefixes or "assign" in g.prefixes] == []
+        got = x.compute(scheduler=daskray.get)
+    assert list(got) == list(want)
+
+
+def test_a_task_read_outside_the_maps_or_annotated_is_not_inlined(ray_ctx):
+    a = frames(6)
+    shuffled = a.assign(p=a.k % 7).shuffle("p").map_partitions(len)
+    with dask.config.set({"daskray.exchange.heavy-bytes": 1000}):
+        # the source partitions are also summed elsewhere: they stay tasks of their own
+        both = daskray.explain(shuffled, a.v.sum(), cpus=2)
+        assert sum(g.prefixes.get("make", 0) for g in both.groups) == 6
+        assert dask.compute(shuffled, a.v.sum(), scheduler=daskray.get)[1] == pytest.approx(
+            a.v.sum().compute(scheduler="sync")
+        )
+        # an annotated task (dask.annotate on an array or a task graph: dask-expr frames
+        # drop annotations) carries them in a Ray task of its own
+        graph = convert_legacy_graph(dict(shuffled.__dask_graph__()))
+        names, nodes = list(graph), list(graph.values())
+        funcs = [n.func for n in nodes if type(n) is Task]
+        makes = [k for k in names if isinstance(k, tuple) and k[0].startswith("make")]
+        plain = exchange.rewrite(names, nodes, [], funcs)
+        marked = exchange.rewrite(names, nodes, [], funcs, frozenset(makes[:1]))
+    assert len(makes) == 6 and not set(makes) & set(plain[0])
+    assert set(makes) & set(marked[0]) == {makes[0]}
 
 
 def test_small_literal_data_is_light_and_fused():
@@ -295,10 +338,12 @@ def test_persisted_inputs_are_not_sized_by_their_refs(ray_ctx):
 
 
 def test_sources_read_twice_are_not_bundled_before_a_heavy_exchange():
-    """set_index reads its source partitions twice (its sample and the exchange): no tree
-    below the map, yet no one Ray task may make them all."""
-    x = frames(40).set_index("k").map_partitions(len)
+    """Source partitions read by the exchange and by something else (a sum here; set_index's
+    sample, were it in the same graph) are not inlined into the maps and make no tree below
+    them, yet no one Ray task may make them all."""
+    a = frames(40)
+    x = a.set_index("k").map_partitions(len)
     with dask.config.set({"daskray.exchange.heavy-bytes": 1000}):
-        e = daskray.explain(x, cpus=2, store=10**5)
+        e = daskray.explain(x, a.v.sum(), cpus=2, store=10**5)
     makes = [gr.prefixes["make"] for gr in e.groups if "make" in gr.prefixes]
     assert sum(makes) == 40 and max(makes) == 1

@@ -21,10 +21,10 @@ is seen finished.
 
 A group whose options name an actor pool (:mod:`daskray.pools`) is an actor method call instead,
 ``run``/``run_profiled`` of the pool's next actor in turn (:class:`_PoolCall`), with the same
-arguments, ``num_returns`` and name, and the group's retries as ``max_task_retries``; the pool's
-actors (:class:`_PoolActor`, each running the pool's ``setup()`` once) start on first use and
-are attached to the pool object (:class:`_LivePool`) until it is stopped or the driver
-connects elsewhere.
+arguments, ``num_returns`` and name, and the group's retries (plus :data:`RESTARTING_RETRIES`)
+as ``max_task_retries``; the pool's actors (:class:`_PoolActor`, each running the pool's
+``setup()`` once) start on first use and are attached to the pool object (:class:`_LivePool`)
+until it is stopped or the driver connects elsewhere.
 
 Gathering fails fast: it polls the compute's unfinished tasks (one ``ray.wait`` per poll),
 fetches each finished task's status (which raises its error, if it failed), raises the first
@@ -468,6 +468,13 @@ def pool_actors(pool: Any) -> list:
     return live.actors
 
 
+#: retries a pool call with retries gets on top of them: Ray (2.60) fails a call that finds
+#: its actor restarting (a new worker process, ``setup()`` again: seconds on a loaded machine)
+#: about once a second and counts each as a retry (ray-project/ray#44719), so a call queued on
+#: an actor that died would use up a dask ``retries=3`` before the actor is back
+RESTARTING_RETRIES = 10
+
+
 class _PoolCall:
     """``.remote(spec, *args)`` of a group on an actor pool: ``run`` (or ``run_profiled``) on
     the pool's next actor, with the group's ``num_returns``, name and retries."""
@@ -475,9 +482,12 @@ class _PoolCall:
     def __init__(self, opts: dict, num_returns: int, name: str | None, profiled: bool) -> None:
         self.pool = opts[POOL]
         self.method = "run_profiled" if profiled else "run"
+        retries = opts.get("max_retries", 3)
+        if retries > 0:
+            retries += RESTARTING_RETRIES
         self.options = {
             "num_returns": num_returns,
-            "max_task_retries": opts.get("max_retries", 3),
+            "max_task_retries": retries,
             "retry_exceptions": bool(opts.get("retry_exceptions", False)),
         }
         if name:

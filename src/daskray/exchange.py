@@ -307,12 +307,15 @@ class Weighed:
     upstream: list = field(default_factory=list)  # the sources the maps' partitions come from
 
 
-def rewrite(names: list, nodes: list, wanted: list, funcs: list) -> tuple | None:
+def rewrite(
+    names: list, nodes: list, wanted: list, funcs: list, annotated: frozenset = frozenset()
+) -> tuple | None:
     """``names``/``nodes`` with every recognised shuffle replaced by an exchange (but those of
     which a ``wanted`` key is an intermediate) and every heavy tasks rechunk by a rechunk
     exchange (:func:`rechunks`), and a :class:`Weighed` for each; None when there is neither.
     ``funcs``: the functions of the graph's tasks (what tells, at C speed, whether it has a
-    shuffle or a rechunk)."""
+    shuffle or a rechunk). ``annotated``: keys that carry annotations, never inlined into a
+    map (:func:`_cone`)."""
     if not dask.config.get("daskray.exchange.enabled"):
         return None
     group_fn = shuffle_group_function()
@@ -341,16 +344,29 @@ def rewrite(names: list, nodes: list, wanted: list, funcs: list) -> tuple | None
             added.extend(r.added)
             weighed.append(r.weighed)
     found = find(names, nodes, index) if shuffles else []
+    found = [ex for ex in found if ex.internal.isdisjoint(asked)]
     for ex in found:
-        if ex.internal.intersection(asked):
-            continue
         internal |= ex.internal
+    # what no cone may take: the keys removed or rewritten, and those asked for
+    blocked = internal | asked | set(replaced) | {k for ex in found for k, _ in ex.outputs}
+    owners = None
+    for ex in found:
         nbytes = partition_bytes(ex, index, nodes)
         if nbytes is None:
             nbytes = cfg["partition-bytes"]
         per = batches(len(ex.inputs), len(ex.outputs), nbytes, cfg["max-pieces"], cfg["map-bytes"])
         w = Weighed([], [], nbytes, nbytes * len(ex.inputs), _upstream(ex, index, nodes))
-        for node in _build(ex, per):
+        cones = None
+        if nbytes > cfg["heavy-bytes"]:
+            if owners is None:
+                owners = _dependents(nodes, annotated)
+            cones = [
+                _cone(ex.inputs[j : j + per], ex.internal, blocked, index, nodes, owners)
+                for j in range(0, len(ex.inputs), per)
+            ]
+            for cone in cones:
+                internal.update(cone)
+        for node in _build(ex, per, cones):
             if node.key in index:
                 replaced[node.key] = node
             else:
@@ -515,7 +531,56 @@ def _sliced_bytes(block: Any, slices: set, index: dict, nodes: list) -> int | No
 _SIZES = ("partition-bytes", "max-pieces", "map-bytes", "heavy-bytes")
 
 
-def _build(ex: Exchange, per: int) -> list:
+def _dependents(nodes: list, annotated: frozenset) -> dict:
+    """Key -> how many tasks depend on it; annotated keys (whose annotations a Ray task of
+    their own carries) get one more, so that no cone takes them."""
+    count: dict = dict.fromkeys(annotated, 1)
+    for node in nodes:
+        for d in node.dependencies:
+            count[d] = count.get(d, 0) + 1
+    return count
+
+
+#: most tasks a map's cone takes (a bound on the work one map may inline, not a limit
+#: graphs reach: a partition is made by a few tasks)
+CONE_TASKS = 10_000
+
+
+def _cone(inputs: list, internal: set, blocked: set, index: dict, nodes: list, owners: dict):
+    """The tasks that make a map's ``inputs`` and nothing else: an input read only by the
+    exchange's own ``internal`` tasks, then each task all of whose dependents are in the cone
+    (plain ``Task`` nodes not ``blocked``; counted as Kahn's algorithm counts in-degrees).
+    Inlined into the map (dask's ``Task.fuse``), a partition goes from its source to its
+    pieces in one Ray task instead of through the object store between the tasks making it:
+    the fuser cannot take a diamond (``set_index`` reads a partition's key column and the
+    partition to assign it) into a map, and beyond memory each value in between is written,
+    spilled and restored once more. Key -> node, in the order taken."""
+    mine = set(inputs)
+    seen: dict = {}  # key -> how many of its dependents are in the cone (or internal)
+    for key in internal:
+        i = index.get(key)
+        if i is not None:
+            for d in nodes[i].dependencies:
+                if d in mine:
+                    seen[d] = seen.get(d, 0) + 1
+    cone: dict = {}
+    stack = [k for k in inputs if seen.get(k, 0) == owners.get(k, 0)]
+    while stack and len(cone) < CONE_TASKS:
+        key = stack.pop()
+        i = index.get(key)
+        if key in cone or key in blocked or i is None or type(nodes[i]) is not Task:
+            continue
+        node = cone[key] = nodes[i]
+        for d in node.dependencies:
+            seen[d] = seen.get(d, 0) + 1
+            if seen[d] == owners.get(d, 0):
+                stack.append(d)
+    return cone
+
+
+def _build(ex: Exchange, per: int, cones: list | None) -> list:
+    """The maps, pieces and reducers of ``ex`` (``per`` input partitions a map; ``cones``:
+    per map, the tasks inlined into it, or None)."""
     cols, _, nin, ignore, nfinal = ex.spec
     n = len(ex.inputs)
     tag = ex.stages[-1].name
@@ -526,7 +591,9 @@ def _build(ex: Exchange, per: int) -> list:
         key = (f"exchange-map-{tag}", j // per)
         maps.append(key)
         refs = [TaskRef(k) for k in ex.inputs[j : j + per]]
-        new.append(Task(key, map_pieces, spec, *refs))
+        node = Task(key, map_pieces, spec, *refs)
+        cone = cones[j // per] if cones is not None else None
+        new.append(Task.fuse(*cone.values(), node, key=key) if cone else node)
     for r, (okey, _) in enumerate(ex.outputs):
         pieces = []
         for mk in maps:

@@ -118,7 +118,9 @@ def is_object_ref(value: Any) -> bool:
     return t.__name__ == "ObjectRef" and t.__module__.startswith("ray")
 
 
-def _nodes(mapping: dict, wanted: list) -> tuple[list, list, set, dict | None, tuple | None]:
+def _nodes(
+    mapping: dict, wanted: list, annotated: frozenset = frozenset()
+) -> tuple[list, list, set, dict | None, tuple | None]:
     """Keys and ``GraphNode`` values of a task mapping, checked.
 
     A mapping whose values are all ``GraphNode`` already (what dask-expr and HighLevelGraph
@@ -164,7 +166,7 @@ def _nodes(mapping: dict, wanted: list) -> tuple[list, list, set, dict | None, t
                 # stored under another key than its own (a top-level List with key None, an
                 # Alias or DataNode built without a key): results are keyed by the graph key
                 nodes[i] = Task(k, same, node)
-    rewritten = exchange.rewrite(names, nodes, wanted, funcs) if funcs else None
+    rewritten = exchange.rewrite(names, nodes, wanted, funcs, annotated) if funcs else None
     if rewritten is not None:
         names_, nodes, weighed = rewritten
         if names_ is not names:
@@ -203,7 +205,8 @@ def ingest(dsk: Any, keys: Any) -> Graph:
         mapping = dict(mapping)  # materialize a HighLevelGraph's layers
     flat: list = []
     _flatten_request(keys, flat)
-    names, nodes, types, source, exchanged = _nodes(mapping, flat)
+    annotated = frozenset(k for keys in annotations.values() for k in keys)
+    names, nodes, types, source, exchanged = _nodes(mapping, flat, annotated)
     deps = list(map(_dependencies, nodes))
     held = persisted()
     if held:  # values persisted on Ray that this graph refers to: their refs, as data

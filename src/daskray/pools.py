@@ -27,7 +27,8 @@ compute (each runs ``setup()`` once, in ``__init__``) and live until :meth:`Acto
 the end of a ``with pool:`` block, or the driver's exit. An actor that dies is restarted by Ray
 (``max_restarts``, default: always), running ``setup()`` again, and the calls it was running
 or had queued are retried per the tasks' ``retries`` (default: 3 times, as Ray retries a task
-whose worker died). A pool's actors hold their resources (``num_cpus``, ``num_gpus``,
+whose worker died; with retries, a call also outlasts about ten seconds of its actor
+restarting, which Ray counts as retries: ``daskray._ray.RESTARTING_RETRIES``). A pool's actors hold their resources (``num_cpus``, ``num_gpus``,
 ``memory``, ``resources``) for their lifetime: a pool of 2 actors with ``num_gpus=1`` needs two
 GPUs; a request the cluster cannot hold is a :class:`~daskray.annotations.ResourceError`
 before anything is submitted. Per-key ``resources``/``workers``/``ray_remote_args`` make no
