@@ -32,6 +32,15 @@ partition size comes from literal data the inputs are computed from (``from_pand
 from a probe: the first input's source task (``from_map``'s function, a file reader), run once
 in the driver and measured (:func:`partition_bytes`); else ``daskray.exchange.partition-bytes``.
 
+**Maps make their own partitions.** When the partitions are over
+``daskray.exchange.heavy-bytes``, the tasks that make a map's input partitions and are read by
+nothing else (the partition's cone: a ``from_map`` source, dask-expr's string conversion,
+``set_index``'s partitioning column and the ``assign`` of it -- a diamond no tree fusion takes)
+are inlined into the map with dask's ``Task.fuse`` (:func:`_cone`): a partition goes from its
+source to its pieces inside one Ray task, never written to the object store whole (beyond
+memory, each value written there is spilled and restored once more). Requested and annotated
+keys, and tasks read by anything outside the cone, stay tasks of their own.
+
 **Heavy or light.** An exchange is heavy when its partitions are over
 ``daskray.exchange.heavy-bytes`` and all it moves is over half the cluster's object store (or
 the store is not known: ``debug=True``): every map and every reducer is then its own Ray task
