@@ -206,6 +206,28 @@ def test_a_task_read_outside_the_maps_or_annotated_is_not_inlined(ray_ctx):
     assert set(makes) & set(marked[0]) == {makes[0]}
 
 
+def test_the_two_sides_of_a_heavy_merge_share_a_barrier_and_chained_exchanges_do_not(ray_ctx):
+    """A merge's reducers wait for every map of both sides (an exchange's whose maps finish
+    first would otherwise pin the store with restored pieces while the other side's maps run);
+    an exchange fed by another's outputs cannot wait for that one's maps: no barrier."""
+    x = _ops(12)["merge"]
+    want = x.compute(scheduler="sync")
+    chained = frames(12).shuffle("k").assign(p=lambda d: d.k % 5).shuffle("p")
+    with dask.config.set({"daskray.exchange.heavy-bytes": 1000}):
+        graph = graph_of(x)
+        barriers = [k for k in graph.names if isinstance(k, str) and "exchange-barrier" in k]
+        assert len(barriers) == 1
+        maps = [k for k in graph.names if isinstance(k, tuple) and "exchange-map" in k[0]]
+        done = graph.nodes[graph.index[barriers[0]]].dependencies
+        assert len(done) == len(maps) > 12  # every map of both sides
+        readers = [k for k, n in zip(graph.names, graph.nodes) if barriers[0] in n.dependencies]
+        assert len(readers) == 2 * 12  # the reducers of both sides
+        got = x.compute(scheduler=daskray.get)
+        assert not any("exchange-barrier" in str(k) for k in graph_of(chained).names)
+        assert chained.map_partitions(len).compute(scheduler=daskray.get).sum() == 12 * 300
+    pd.testing.assert_frame_equal(got, want)
+
+
 def test_small_literal_data_is_light_and_fused():
     pdf = make(0, rows=4000)
     x = dd.from_pandas(pdf, npartitions=40).shuffle("k").map_partitions(len)

@@ -358,24 +358,10 @@ def rewrite(
         internal |= ex.internal
     # what no cone may take: the keys removed or rewritten, and those asked for
     blocked = internal | asked | set(replaced) | {k for ex in found for k, _ in ex.outputs}
-    owners = None
-    for ex in found:
-        nbytes = partition_bytes(ex, index, nodes)
-        if nbytes is None:
-            nbytes = cfg["partition-bytes"]
-        per = batches(len(ex.inputs), len(ex.outputs), nbytes, cfg["max-pieces"], cfg["map-bytes"])
-        w = Weighed([], [], nbytes, nbytes * len(ex.inputs), _upstream(ex, index, nodes))
-        cones = None
-        if nbytes > cfg["heavy-bytes"]:
-            if owners is None:
-                owners = _dependents(nodes, annotated)
-            cones = [
-                _cone(ex.inputs[j : j + per], ex.internal, blocked, index, nodes, owners)
-                for j in range(0, len(ex.inputs), per)
-            ]
-            for cone in cones:
-                internal.update(cone)
-        for node in _build(ex, per, cones):
+    for new, w, cones in _exchanges(found, nodes, index, blocked, cfg, annotated):
+        for cone in cones:
+            internal.update(cone)
+        for node in new:
             if node.key in index:
                 replaced[node.key] = node
             else:
@@ -540,6 +526,71 @@ def _sliced_bytes(block: Any, slices: set, index: dict, nodes: list) -> int | No
 _SIZES = ("partition-bytes", "max-pieces", "map-bytes", "heavy-bytes")
 
 
+def _exchanges(found: list, nodes: list, index: dict, blocked: set, cfg: dict, annotated):
+    """Per exchange of ``found``: its new nodes, its :class:`Weighed` and the cones inlined
+    into its maps (:func:`_cone`; when its partitions are over ``heavy-bytes``).
+
+    Heavy exchanges that no other one feeds (a merge's two sides) share a barrier: their
+    reducers wait for every map of all of them. Ray pulls a queued task's arguments into the
+    object store as soon as they exist and pins them there until it runs, so the reducers of
+    the side whose maps finish first would fill the store with restored pieces while the other
+    side's maps still run, and with nothing left to spill each piece those maps return waits
+    out Ray's grace period (seconds) before going to a file.
+    """
+    sized = []
+    owners = None
+    for ex in found:
+        nbytes = partition_bytes(ex, index, nodes)
+        if nbytes is None:
+            nbytes = cfg["partition-bytes"]
+        per = batches(len(ex.inputs), len(ex.outputs), nbytes, cfg["max-pieces"], cfg["map-bytes"])
+        cones = []
+        if nbytes > cfg["heavy-bytes"]:
+            if owners is None:
+                owners = _dependents(nodes, annotated)
+            cones = [
+                _cone(ex.inputs[j : j + per], ex.internal, blocked, index, nodes, owners)
+                for j in range(0, len(ex.inputs), per)
+            ]
+        sized.append((ex, nbytes, per, cones))
+    outputs = {k for ex in found for k, _ in ex.outputs}
+    first = [
+        ex
+        for ex, nbytes, _, _ in sized
+        if nbytes > cfg["heavy-bytes"] and not _fed_by(ex, outputs, index, nodes)
+    ]
+    gate = f"exchange-barrier-{first[0].stages[-1].name}" if len(first) > 1 else None
+    out = []
+    done: list = []
+    for ex, nbytes, per, cones in sized:
+        gated = gate if ex in first else None
+        w = Weighed([], [], nbytes, nbytes * len(ex.inputs), _upstream(ex, index, nodes))
+        new = _build(ex, per, cones or None, gated)
+        if gated:
+            done.extend(n.key for n in new if n.key[0].startswith("exchange-done-"))
+        out.append((new, w, cones))
+    if gate is not None:
+        out[0][0].append(Task(gate, barrier, *map(TaskRef, done)))
+    return out
+
+
+def _fed_by(ex: Exchange, outputs: set, index: dict, nodes: list) -> bool:
+    """Whether one of ``outputs`` (another exchange's) is among the ancestors of ``ex``'s
+    inputs."""
+    stack, seen = list(ex.inputs), set()
+    while stack:
+        key = stack.pop()
+        if key in seen:
+            continue
+        seen.add(key)
+        if key in outputs:
+            return True
+        i = index.get(key)
+        if i is not None:
+            stack.extend(nodes[i].dependencies)
+    return False
+
+
 def _dependents(nodes: list, annotated: frozenset) -> dict:
     """Key -> how many tasks depend on it; annotated keys (whose annotations a Ray task of
     their own carries) get one more, so that no cone takes them."""
@@ -587,13 +638,14 @@ def _cone(inputs: list, internal: set, blocked: set, index: dict, nodes: list, o
     return cone
 
 
-def _build(ex: Exchange, per: int, cones: list | None) -> list:
+def _build(ex: Exchange, per: int, cones: list | None, gate: str | None = None) -> list:
     """The maps, pieces and reducers of ``ex`` (``per`` input partitions a map; ``cones``:
-    per map, the tasks inlined into it, or None)."""
+    per map, the tasks inlined into it, or None; ``gate``: the barrier key the reducers wait
+    for, each map then returning one more, empty, value for it: ``exchange-done-*``)."""
     cols, _, nin, ignore, nfinal = ex.spec
     n = len(ex.inputs)
     tag = ex.stages[-1].name
-    spec = (cols, nin, nfinal, ignore, tuple(t for _, t in ex.outputs))
+    spec = (cols, nin, nfinal, ignore, tuple(t for _, t in ex.outputs), gate is not None)
     new = []
     maps = []
     for j in range(0, n, per):
@@ -603,13 +655,17 @@ def _build(ex: Exchange, per: int, cones: list | None) -> list:
         node = Task(key, map_pieces, spec, *refs)
         cone = cones[j // per] if cones is not None else None
         new.append(Task.fuse(*cone.values(), node, key=key) if cone else node)
+        if gate is not None:
+            done = (f"exchange-done-{tag}", j // per)
+            new.append(Task(done, operator.getitem, TaskRef(key), len(ex.outputs)))
+    after = (TaskRef(gate),) if gate is not None else ()
     for r, (okey, _) in enumerate(ex.outputs):
         pieces = []
         for mk in maps:
             pk = (f"exchange-piece-{tag}", mk[1], r)
             new.append(Task(pk, operator.getitem, TaskRef(mk), r))
             pieces.append(TaskRef(pk))
-        new.append(Task(okey, reduce_pieces, ignore, *pieces))
+        new.append(Task(okey, reduce_pieces, ignore, *after, *pieces))
     return new
 
 
@@ -624,7 +680,7 @@ def map_pieces(spec: tuple, *frames: Any) -> tuple:
     input order."""
     from dask.dataframe.shuffle import shuffle_group
 
-    cols, nin, nfinal, ignore, targets = spec
+    cols, nin, nfinal, ignore, targets, gated = spec
     # one frame of the batch: each piece is then one slice of one frame, fewer buffers for Ray
     # to write than the slices of several frames
     batch = frames[0] if len(frames) == 1 else frame_concat()(list(frames), ignore)
@@ -632,7 +688,13 @@ def map_pieces(spec: tuple, *frames: Any) -> tuple:
     # a staged shuffle that repartitions pads its outputs to k ** stages: those past the
     # input count receive no rows (their empty frames are what dask's stages make of them)
     empty = cut[0].iloc[:0] if any(t >= nin for t in targets) else None
-    return tuple([cut[t] if t < nin else empty] for t in targets)
+    pieces = tuple([cut[t] if t < nin else empty] for t in targets)
+    return pieces + (None,) if gated else pieces
+
+
+def barrier(*done: None) -> None:
+    """What the reducers of exchanges sharing a barrier wait for: every map of them done."""
+    return None
 
 
 def cut_blocks(spec: tuple, *blocks: Any) -> tuple:
@@ -645,7 +707,7 @@ def cut_blocks(spec: tuple, *blocks: Any) -> tuple:
     )
 
 
-def reduce_pieces(ignore_index: bool, *pieces: list) -> Any:
+def reduce_pieces(ignore_index: bool, *pieces: list | None) -> Any:
     """One output partition: every map's frames for it, concatenated in input order (dask's
-    ``_concat``)."""
-    return frame_concat()([f for piece in pieces for f in piece], ignore_index)
+    ``_concat``); a leading None is the barrier's."""
+    return frame_concat()([f for piece in pieces if piece is not None for f in piece], ignore_index)
