@@ -336,13 +336,18 @@ def _read_spill_paths() -> list:
     return [(d, os.path.join(d, f"{prefix}_{node_id}")) for d in dirs]
 
 
+def _spill_dirs() -> list:
+    """:func:`spill_paths`, flattened: directory, its subdirectory, next directory, ..."""
+    return [path for pair in spill_paths() for path in pair]
+
+
 def spill_watch() -> list:
     """An open descriptor of each spilling directory and per-node subdirectory of the driver's
     node (:func:`spill_paths`, flattened), None where there is none yet. Holding a directory
     open keeps its inode number from going to a directory made anew at the same path (Ray's IO
     workers remake a deleted one, and the file system would reuse the freed number), so
     :func:`spill_fault` tells the two apart; close them with :func:`close_watch`."""
-    return [_open_dir(path) for pair in spill_paths() for path in pair]
+    return [_open_dir(path) for path in _spill_dirs()]
 
 
 def _open_dir(path: str) -> int | None:
@@ -375,7 +380,7 @@ def spill_fault(fds: list | None = None) -> tuple | None:
     watched in ``fds`` (:func:`spill_watch` taken earlier: deleted, or deleted and made anew
     -- the objects spilled in it are lost); None if all are fine."""
     wx = os.W_OK | os.X_OK
-    for k, path in enumerate(p for pair in spill_paths() for p in pair):
+    for k, path in enumerate(_spill_dirs()):
         fd = fds[k] if fds is not None and k < len(fds) else None
         try:
             st = os.stat(path)
@@ -974,7 +979,7 @@ class _Stall:
         if not self.after:
             return
         if None in self.fds:  # a (sub)directory Ray has made since: watch it from now on
-            paths = [p for pair in spill_paths() for p in pair]
+            paths = _spill_dirs()
             self.fds = [_open_dir(paths[k]) if fd is None else fd for k, fd in enumerate(self.fds)]
         if ready:
             self.last = now

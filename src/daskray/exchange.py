@@ -548,8 +548,9 @@ def _exchanges(found: list, nodes: list, index: dict, blocked: set, cfg: dict, a
         if nbytes > cfg["heavy-bytes"]:
             if owners is None:
                 owners = _dependents(nodes, annotated)
+            reads = _internal_reads(ex, index, nodes)
             cones = [
-                _cone(ex.inputs[j : j + per], ex.internal, blocked, index, nodes, owners)
+                _cone(ex.inputs[j : j + per], reads, blocked, index, nodes, owners)
                 for j in range(0, len(ex.inputs), per)
             ]
         sized.append((ex, nbytes, per, cones))
@@ -567,7 +568,8 @@ def _exchanges(found: list, nodes: list, index: dict, blocked: set, cfg: dict, a
         w = Weighed([], [], nbytes, nbytes * len(ex.inputs), _upstream(ex, index, nodes))
         new = _build(ex, per, cones or None, gated)
         if gated:
-            done.extend(n.key for n in new if n.key[0].startswith("exchange-done-"))
+            tag = ex.stages[-1].name
+            done.extend((f"exchange-done-{tag}", m) for m in range(-(-len(ex.inputs) // per)))
         out.append((new, w, cones))
     if gate is not None:
         out[0][0].append(Task(gate, barrier, *map(TaskRef, done)))
@@ -606,23 +608,30 @@ def _dependents(nodes: list, annotated: frozenset) -> dict:
 CONE_TASKS = 10_000
 
 
-def _cone(inputs: list, internal: set, blocked: set, index: dict, nodes: list, owners: dict):
+def _internal_reads(ex: Exchange, index: dict, nodes: list) -> dict:
+    """Input key of ``ex`` -> how many of the exchange's own (internal) tasks read it."""
+    inputs = set(ex.inputs)
+    reads: dict = {}
+    for key in ex.internal:
+        i = index.get(key)
+        if i is not None:
+            for d in nodes[i].dependencies:
+                if d in inputs:
+                    reads[d] = reads.get(d, 0) + 1
+    return reads
+
+
+def _cone(inputs: list, reads: dict, blocked: set, index: dict, nodes: list, owners: dict):
     """The tasks that make a map's ``inputs`` and nothing else: an input read only by the
-    exchange's own ``internal`` tasks, then each task all of whose dependents are in the cone
+    exchange's own tasks (``reads``: :func:`_internal_reads`), then each task all of whose
+    dependents are in the cone
     (plain ``Task`` nodes not ``blocked``; counted as Kahn's algorithm counts in-degrees).
     Inlined into the map (dask's ``Task.fuse``), a partition goes from its source to its
     pieces in one Ray task instead of through the object store between the tasks making it:
     the fuser cannot take a diamond (``set_index`` reads a partition's key column and the
     partition to assign it) into a map, and beyond memory each value in between is written,
     spilled and restored once more. Key -> node, in the order taken."""
-    mine = set(inputs)
-    seen: dict = {}  # key -> how many of its dependents are in the cone (or internal)
-    for key in internal:
-        i = index.get(key)
-        if i is not None:
-            for d in nodes[i].dependencies:
-                if d in mine:
-                    seen[d] = seen.get(d, 0) + 1
+    seen = {k: reads.get(k, 0) for k in inputs}  # key -> its dependents in the cone or internal
     cone: dict = {}
     stack = [k for k in inputs if seen.get(k, 0) == owners.get(k, 0)]
     while stack and len(cone) < CONE_TASKS:

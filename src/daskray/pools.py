@@ -28,11 +28,12 @@ the end of a ``with pool:`` block, or the driver's exit. An actor that dies is r
 (``max_restarts``, default: always), running ``setup()`` again, and the calls it was running
 or had queued are retried per the tasks' ``retries`` (default: 3 times, as Ray retries a task
 whose worker died; with retries, a call also outlasts about ten seconds of its actor
-restarting, which Ray counts as retries: ``daskray._ray.RESTARTING_RETRIES``). A pool's actors hold their resources (``num_cpus``, ``num_gpus``,
-``memory``, ``resources``) for their lifetime: a pool of 2 actors with ``num_gpus=1`` needs two
-GPUs; a request the cluster cannot hold is a :class:`~daskray.annotations.ResourceError`
-before anything is submitted. Per-key ``resources``/``workers``/``ray_remote_args`` make no
-sense on a pool's tasks (they run where the actors are) and are an error.
+restarting, which Ray counts as retries: ``daskray._ray.RESTARTING_RETRIES``). A pool's
+actors hold their resources (``num_cpus``, ``num_gpus``, ``memory``, ``resources``) for their
+lifetime: a pool of 2 actors with ``num_gpus=1`` needs two GPUs; a request the cluster
+cannot hold is a :class:`~daskray.annotations.ResourceError` before anything is submitted.
+Per-key ``resources``/``workers``/``ray_remote_args`` make no sense on a pool's tasks (they
+run where the actors are) and are an error.
 
 Nothing here imports Ray: :mod:`daskray._ray` attaches the live actors to the pool
 (``_live``) and :meth:`ActorPool.close` stops them through it.
