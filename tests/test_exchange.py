@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from unittest import mock
 
 import dask
 import dask.dataframe as dd
@@ -226,6 +227,91 @@ def test_the_two_sides_of_a_heavy_merge_share_a_barrier_and_chained_exchanges_do
         assert not any("exchange-barrier" in str(k) for k in graph_of(chained).names)
         assert chained.map_partitions(len).compute(scheduler=daskray.get).sum() == 12 * 300
     pd.testing.assert_frame_equal(got, want)
+
+
+def _tokens_waited(graph) -> dict:
+    """Reducer key -> the token key it waits for (its window), from the ingested graph."""
+    out = {}
+    for key, node in zip(graph.names, graph.nodes):
+        for d in node.dependencies:
+            if isinstance(d, tuple) and d[0].startswith("exchange-token-"):
+                out[key] = d
+    return out
+
+
+def test_a_heavy_merge_runs_its_reducers_in_a_window_and_its_joins_apart(ray_ctx):
+    """The reducers feeding a merge's joins wait, K places back, for a token of an earlier
+    one (both sides in one sequence, outputs interleaved): no more than K have their pieces
+    pulled into the store at once. Each join is a Ray task of its own, not fused into the
+    tree reading them all. A shuffle's reducers (whose outputs a chain reads, fused with
+    them) have no window. Results equal dask's."""
+    x = _ops(12)["merge"]
+    want = x.compute(scheduler="sync")
+    cfg = {"daskray.exchange.heavy-bytes": 1000, "daskray.exchange.reduce-window": 3}
+    with dask.config.set(cfg):
+        graph = graph_of(x)
+        waits = _tokens_waited(graph)
+        tokens = [k for k in graph.names if isinstance(k, tuple) and "exchange-token" in k[0]]
+        assert len({k[0] for k in tokens}) == 2  # both sides windowed
+        assert len(tokens) == len(waits) == 2 * 12 - 3  # the last 3 return none
+        assert sorted(waits.values()) == sorted(tokens)  # each waited for once
+        e = daskray.explain(x, cpus=2)
+        joins = [g for g in e.groups if any("merge" in p for p in g.prefixes)]
+        assert len(joins) == 12 and all(g.inputs == 2 for g in joins)
+        got = x.compute(scheduler=daskray.get)
+        assert not _tokens_waited(graph_of(_ops(12)["shuffle"]))
+    pd.testing.assert_frame_equal(got, want)
+    with dask.config.set({**cfg, "daskray.exchange.reduce-window": 0}):
+        with pytest.raises(ValueError, match="reduce-window is 0"):
+            graph_of(x)
+
+
+def test_windows_interleave_the_sides_sharing_a_barrier():
+    """A merge's two sides form one sequence, outputs interleaved (what a join reads becomes
+    ready together): position p waits for position p - K. An exchange without the barrier is
+    a sequence of its own."""
+
+    def ex(name: str, n: int, m: int):
+        stage = exchange._Stage(name, 0, ("k", m, n, False, m))
+        return exchange.Exchange(
+            [stage], list(range(n)), [(("o", name, r), r) for r in range(m)], set()
+        )
+
+    a, b, c = ex("a", 4, 4), ex("b", 2, 3), ex("c", 2, 3)
+    sized = [(a, 10**6, 1, []), (b, 10**6, 1, []), (c, 10**6, 1, [])]
+    cfg = {"heavy-bytes": 1000}
+    with dask.config.set({"daskray.exchange.reduce-window": 2}):
+        waits, tokens = exchange._windows(sized, [0, 1, 2], {0, 1}, cfg, None)
+    # a0 b0 a1 b1 a2 b2 a3: p waits for p - 2
+    assert waits[0] == {
+        1: ("exchange-token-a", 0),
+        2: ("exchange-token-a", 1),
+        3: ("exchange-token-a", 2),
+    }
+    assert waits[1] == {1: ("exchange-token-b", 0), 2: ("exchange-token-b", 1)}
+    assert tokens[0] == {0, 1, 2} and tokens[1] == {0, 1}
+    assert waits[2] == {2: ("exchange-token-c", 0)} and tokens[2] == {0}
+    # unset and no cluster known (debug mode): no window
+    assert exchange._windows(sized, [0, 1, 2], {0, 1}, cfg, None) == (
+        [{}, {}, {}],
+        [set(), set(), set()],
+    )
+
+
+def test_the_window_is_sized_from_the_store_and_only_beyond_half_of_it():
+    """Unset, the window comes from the cluster's CPUs and store (what ``explain(store=...)``
+    plans for): none when what the merge moves fits in half the store."""
+    x = _ops(12)["merge"]
+    # partitions of 100 kB (as assumed where the probe tells nothing; set for both sides)
+    sizes = {"daskray.exchange.heavy-bytes": 1000, "daskray.exchange.partition-bytes": 10**5}
+    with dask.config.set(sizes), mock.patch.object(exchange, "partition_bytes", lambda *a: None):
+        # moves 1.8 MB > half of 1 MB; outputs of 100 kB at most: K = 10**6 // 2e5 - 2 = 3
+        small = daskray.explain(x, cpus=2, store=10**6)
+        assert sum("exchange-token" in str(n) for n in small.graph.names) == 2 * 12 - 3
+        big = daskray.explain(x, cpus=2, store=10**7)  # fits in half the store: no window
+        assert not any("exchange-token" in str(n) for n in big.graph.names)
+    assert exchange.window(2, 256 * 2**20, 20 * 2**20) == 4
+    assert exchange.window(4, 2**20, 2**30) == 4  # never fewer than the CPUs
 
 
 def test_small_literal_data_is_light_and_fused():

@@ -65,6 +65,9 @@ DEFAULTS: dict[str, Any] = {
         "max-pieces": 2048,
         # ... but never more than this many bytes of them
         "map-bytes": 134_217_728,
+        # reducers of a heavy exchange whose outputs a join reads (a merge) run this many at
+        # a time; None: as many as half the object store holds (daskray.exchange.window)
+        "reduce-window": None,
         # daskray.enable() sets dask's array.rechunk.threshold to this (dask's default, 4,
         # plans an all-to-all rechunk of more than ~8 blocks in several stages, each moving
         # all the data once more): single-stage up to ~threshold x (old + new blocks) slices

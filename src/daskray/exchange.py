@@ -50,6 +50,14 @@ chain reading its output, and no two of them share a task). A light one is fused
 tasks: what fits in memory is not worth a Ray task per partition. dask's tasks rechunk is an
 all-to-all already and is weighed the same way, without a rewrite.
 
+**Joins.** Beyond memory, the tasks joining the outputs of two exchanges (a merge's) are Ray
+tasks of their own (else they would fuse into the one task reading all of them), and the
+reducers feeding them run in a window -- ``K`` at a time, each waiting for a token of the one
+``K`` places before it (``daskray.exchange.reduce-window``, by default as many as half the
+object store holds): Ray pulls the arguments of every queued task into the store and pins
+them, and a store full of pinned pieces makes each new output wait out Ray's grace period
+(about 2 s) before it goes to a file (:func:`_exchanges`).
+
 A shuffle whose intermediate keys something else depends on or is requested, or that does not
 have the shape described above, is left as dask built it.
 """
@@ -317,14 +325,21 @@ class Weighed:
 
 
 def rewrite(
-    names: list, nodes: list, wanted: list, funcs: list, annotated: frozenset = frozenset()
+    names: list,
+    nodes: list,
+    wanted: list,
+    funcs: list,
+    annotated: frozenset = frozenset(),
+    cluster: Any = None,
 ) -> tuple | None:
     """``names``/``nodes`` with every recognised shuffle replaced by an exchange (but those of
     which a ``wanted`` key is an intermediate) and every heavy tasks rechunk by a rechunk
     exchange (:func:`rechunks`), and a :class:`Weighed` for each; None when there is neither.
     ``funcs``: the functions of the graph's tasks (what tells, at C speed, whether it has a
     shuffle or a rechunk). ``annotated``: keys that carry annotations, never inlined into a
-    map (:func:`_cone`)."""
+    map (:func:`_cone`). ``cluster``: a callable answering the cluster's ``(CPUs, object
+    store bytes)``, called once a heavy exchange is found (it sizes the reducers' window,
+    :func:`window`), or None: unknown, no window."""
     if not dask.config.get("daskray.exchange.enabled"):
         return None
     group_fn = shuffle_group_function()
@@ -358,7 +373,7 @@ def rewrite(
         internal |= ex.internal
     # what no cone may take: the keys removed or rewritten, and those asked for
     blocked = internal | asked | set(replaced) | {k for ex in found for k, _ in ex.outputs}
-    for new, w, cones in _exchanges(found, nodes, index, blocked, cfg, annotated):
+    for new, w, cones in _exchanges(found, nodes, index, blocked, cfg, annotated, cluster):
         for cone in cones:
             internal.update(cone)
         for node in new:
@@ -526,7 +541,7 @@ def _sliced_bytes(block: Any, slices: set, index: dict, nodes: list) -> int | No
 _SIZES = ("partition-bytes", "max-pieces", "map-bytes", "heavy-bytes")
 
 
-def _exchanges(found: list, nodes: list, index: dict, blocked: set, cfg: dict, annotated):
+def _exchanges(found, nodes, index, blocked, cfg, annotated, cluster=None):
     """Per exchange of ``found``: its new nodes, its :class:`Weighed` and the cones inlined
     into its maps (:func:`_cone`; when its partitions are over ``heavy-bytes``).
 
@@ -535,7 +550,14 @@ def _exchanges(found: list, nodes: list, index: dict, blocked: set, cfg: dict, a
     object store as soon as they exist and pins them there until it runs, so the reducers of
     the side whose maps finish first would fill the store with restored pieces while the other
     side's maps still run, and with nothing left to spill each piece those maps return waits
-    out Ray's grace period (seconds) before going to a file.
+    out Ray's grace period (seconds) before going to a file. For the same reason the reducers
+    of heavy exchanges whose outputs joins read (:func:`_joins`: the outputs go to the store,
+    where the joins' queued arguments pin them) run in a window (:func:`_windows`): reducer
+    ``p`` of a sequence also waits for a token of reducer ``p - K``, so that no more than
+    ``K`` have their pieces pulled at once; the reducers sharing a barrier form one sequence,
+    their outputs interleaved (the first of each side, then the second ...: what a join reads
+    becomes ready together). A reducer whose output a chain reads (a shuffle's) has no window:
+    its output never reaches the store, and the chain is fused with it.
     """
     sized = []
     owners = None
@@ -561,19 +583,114 @@ def _exchanges(found: list, nodes: list, index: dict, blocked: set, cfg: dict, a
         if nbytes > cfg["heavy-bytes"] and not _fed_by(ex, outputs, index, nodes)
     ]
     gate = f"exchange-barrier-{first[0].stages[-1].name}" if len(first) > 1 else None
+    joins = _joins(found, nodes, index) if first else {}
+    gated = {e for e, ex in enumerate(found) if gate is not None and ex in first}
+    waits, tokens = _windows(sized, sorted(joins), gated, cfg, cluster)
     out = []
     done: list = []
-    for ex, nbytes, per, cones in sized:
-        gated = gate if ex in first else None
-        w = Weighed([], [], nbytes, nbytes * len(ex.inputs), _upstream(ex, index, nodes))
-        new = _build(ex, per, cones or None, gated)
-        if gated:
+    for e, (ex, nbytes, per, cones) in enumerate(sized):
+        w = Weighed(joins.get(e, []), [], nbytes, nbytes * len(ex.inputs))
+        w.upstream = _upstream(ex, index, nodes)
+        new = _build(ex, per, cones or None, gate if e in gated else None, waits[e], tokens[e])
+        if e in gated:
             tag = ex.stages[-1].name
             done.extend((f"exchange-done-{tag}", m) for m in range(-(-len(ex.inputs) // per)))
         out.append((new, w, cones))
     if gate is not None:
         out[0][0].append(Task(gate, barrier, *map(TaskRef, done)))
     return out
+
+
+def _joins(found: list, nodes: list, index: dict) -> dict:
+    """Position in ``found`` -> the tasks reading outputs of two or more exchanges, directly
+    or through chains of one-dependency tasks (a merge's joins, after the column projections
+    on each side), each listed under the first exchange it reads (the others it reads get an
+    entry too). Weighed as reducers (:class:`Weighed` ``heavy``), each is a Ray task of its
+    own: without that, the fuser would take them all into one task under the tree reading
+    them (a sum, a ``repartition``), a task needing every output of both sides at once."""
+    origin: dict = {k: e for e, ex in enumerate(found) for k, _ in ex.outputs}
+
+    def reached(key: Any) -> Any:  # the exchange whose output a chain ending at key reads
+        path = []
+        while key not in origin:
+            i = index.get(key)
+            deps = nodes[i].dependencies if i is not None else ()
+            if len(deps) != 1:
+                origin[key] = None
+                break
+            path.append(key)
+            key = next(iter(deps))
+        for k in path:
+            origin[k] = origin[key]
+        return origin[key]
+
+    out: dict = {}
+    for node in nodes:
+        if len(node.dependencies) > 1:
+            read = {e for e in map(reached, node.dependencies) if e is not None}
+            if len(read) > 1:
+                for e in read:
+                    out.setdefault(e, [])
+                out[min(read)].append(node.key)
+    return out
+
+
+def window(cpus: int, store: int, output_bytes: int) -> int:
+    """How many reducers making outputs of ``output_bytes`` each may be running or queued at
+    once on a cluster of ``cpus`` CPUs and ``store`` bytes of object store: those running hold
+    their pieces and their output (two partitions each), those queued their pieces, and
+    together they keep to half the store -- but never fewer than the CPUs.
+
+    >>> window(2, 256 * 2**20, 20 * 2**20)
+    4
+    >>> window(64, 200 * 2**30, 20 * 2**20)
+    5056
+    """
+    return max(cpus, store // max(1, 2 * output_bytes) - cpus)
+
+
+def _windows(sized: list, joined: list, gated: set, cfg: dict, cluster: Any) -> tuple:
+    """Per exchange of ``sized``: {reducer: the token key it waits for}, and the reducers
+    returning a token. Windowed are the heavy exchanges in ``joined`` (their outputs read by
+    joins: each goes to the object store), ``K`` reducers at a time:
+    ``daskray.exchange.reduce-window`` when set, else :func:`window` of the cluster's CPUs
+    and store, for those moving more than half the store. The ``gated`` ones form one
+    sequence (they feed none of each other, so no token waits on itself), their outputs
+    interleaved; each other one is a sequence of its own."""
+    waits: list = [{} for _ in sized]
+    tokens: list = [set() for _ in sized]
+    heavy = [e for e in joined if sized[e][1] > cfg["heavy-bytes"]]
+    fixed = dask.config.get("daskray.exchange.reduce-window", None)
+    if fixed is not None and (type(fixed) is not int or fixed < 1):
+        raise ValueError(
+            f"daskray.exchange.reduce-window is {fixed!r}; set it to a positive int (reducers "
+            "at a time), or None to size it from the cluster's CPUs and object store"
+        )
+    if not heavy or (fixed is None and cluster is None):
+        return waits, tokens
+    if fixed is None:
+        cpus, store = cluster()
+        heavy = [e for e in heavy if store and sized[e][1] * len(sized[e][0].inputs) > store // 2]
+    sequences = [[(e, r) for r in range(len(sized[e][0].outputs))] for e in heavy if e not in gated]
+    together = [e for e in heavy if e in gated]
+    if together:
+        longest = max(len(sized[e][0].outputs) for e in together)
+        sequences.append(
+            [(e, r) for r in range(longest) for e in together if r < len(sized[e][0].outputs)]
+        )
+    for seq in sequences:
+        k = fixed or window(cpus, store, max(_output_bytes(sized[e]) for e, _ in seq))
+        for p in range(k, len(seq)):
+            (e, r), (f, q) = seq[p], seq[p - k]
+            waits[e][r] = (f"exchange-token-{sized[f][0].stages[-1].name}", q)
+            tokens[f].add(q)
+    return waits, tokens
+
+
+def _output_bytes(sized: tuple) -> int:
+    """An exchange's output partition size, on average: all it moves over its outputs."""
+    ex, nbytes = sized[0], sized[1]
+    return nbytes * len(ex.inputs) // len(ex.outputs)
 
 
 def _fed_by(ex: Exchange, outputs: set, index: dict, nodes: list) -> bool:
@@ -647,14 +764,25 @@ def _cone(inputs: list, reads: dict, blocked: set, index: dict, nodes: list, own
     return cone
 
 
-def _build(ex: Exchange, per: int, cones: list | None, gate: str | None = None) -> list:
+def _build(
+    ex: Exchange,
+    per: int,
+    cones: list | None,
+    gate: str | None = None,
+    waits: dict | None = None,
+    tokens: set | frozenset = frozenset(),
+) -> list:
     """The maps, pieces and reducers of ``ex`` (``per`` input partitions a map; ``cones``:
     per map, the tasks inlined into it, or None; ``gate``: the barrier key the reducers wait
-    for, each map then returning one more, empty, value for it: ``exchange-done-*``)."""
+    for, each map then returning one more, empty, value for it: ``exchange-done-*``;
+    ``waits`` and ``tokens``: the reducers' window (:func:`_windows`): reducer ``r`` waits
+    for token key ``waits[r]``; a reducer in ``tokens`` returns a token beside its output
+    (``exchange-reduce-*`` returns both, ``exchange-token-*`` and the output key read them))."""
     cols, _, nin, ignore, nfinal = ex.spec
     n = len(ex.inputs)
     tag = ex.stages[-1].name
     spec = (cols, nin, nfinal, ignore, tuple(t for _, t in ex.outputs), gate is not None)
+    waits = waits or {}
     new = []
     maps = []
     for j in range(0, n, per):
@@ -667,14 +795,20 @@ def _build(ex: Exchange, per: int, cones: list | None, gate: str | None = None) 
         if gate is not None:
             done = (f"exchange-done-{tag}", j // per)
             new.append(Task(done, operator.getitem, TaskRef(key), len(ex.outputs)))
-    after = (TaskRef(gate),) if gate is not None else ()
     for r, (okey, _) in enumerate(ex.outputs):
         pieces = []
         for mk in maps:
             pk = (f"exchange-piece-{tag}", mk[1], r)
             new.append(Task(pk, operator.getitem, TaskRef(mk), r))
             pieces.append(TaskRef(pk))
-        new.append(Task(okey, reduce_pieces, ignore, *after, *pieces))
+        first = [TaskRef(k) for k in (gate, waits.get(r)) if k is not None]
+        if r not in tokens:
+            new.append(Task(okey, reduce_pieces, ignore, *first, *pieces))
+            continue
+        rkey = (f"exchange-reduce-{tag}", r)
+        new.append(Task(rkey, reduce_token, ignore, *first, *pieces))
+        new.append(Task(okey, operator.getitem, TaskRef(rkey), 0))
+        new.append(Task((f"exchange-token-{tag}", r), operator.getitem, TaskRef(rkey), 1))
     return new
 
 
@@ -718,5 +852,10 @@ def cut_blocks(spec: tuple, *blocks: Any) -> tuple:
 
 def reduce_pieces(ignore_index: bool, *pieces: list | None) -> Any:
     """One output partition: every map's frames for it, concatenated in input order (dask's
-    ``_concat``); a leading None is the barrier's."""
+    ``_concat``); leading Nones are the barrier's and the window's tokens."""
     return frame_concat()([f for piece in pieces if piece is not None for f in piece], ignore_index)
+
+
+def reduce_token(ignore_index: bool, *pieces: list | None) -> tuple:
+    """:func:`reduce_pieces`, and a token for the reducer waiting on this one (its window)."""
+    return reduce_pieces(ignore_index, *pieces), None

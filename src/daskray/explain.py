@@ -82,8 +82,9 @@ def explain(
         Apply dask's collection optimizations first, as ``dask.compute`` does.
     store : int, optional
         Bytes of Ray object store to plan for (what decides whether a shuffle or rechunk is
-        heavy, see :mod:`daskray.exchange`); default: unknown, so every exchange whose
-        partitions pass ``daskray.exchange.heavy-bytes`` is planned heavy.
+        heavy, and the window of its reducers, see :mod:`daskray.exchange`); default:
+        unknown, so every exchange whose partitions pass ``daskray.exchange.heavy-bytes`` is
+        planned heavy, without a window.
     """
     import os
 
@@ -94,11 +95,11 @@ def explain(
     # expression is always simplified
     expr = FinalizeCompute(collections_to_expr(list(collections), optimize_graph)).optimize()
     keys = list(flatten(expr.__dask_keys__()))
-    graph = ingest(expr, keys)
     if cpus is None:
         from . import _ray
 
         cpus = _ray.connected_cpus() or os.cpu_count() or 1
+    graph = ingest(expr, keys, None if store is None else lambda: (cpus, store))
     plan = make_plan(graph, cpus, fuse, store=store)
     groups = []
     for g in range(plan.ngroups):

@@ -119,7 +119,7 @@ def is_object_ref(value: Any) -> bool:
 
 
 def _nodes(
-    mapping: dict, wanted: list, annotated: frozenset = frozenset()
+    mapping: dict, wanted: list, annotated: frozenset = frozenset(), cluster: Any = None
 ) -> tuple[list, list, set, dict | None, tuple | None]:
     """Keys and ``GraphNode`` values of a task mapping, checked.
 
@@ -166,7 +166,7 @@ def _nodes(
                 # stored under another key than its own (a top-level List with key None, an
                 # Alias or DataNode built without a key): results are keyed by the graph key
                 nodes[i] = Task(k, same, node)
-    rewritten = exchange.rewrite(names, nodes, wanted, funcs, annotated) if funcs else None
+    rewritten = exchange.rewrite(names, nodes, wanted, funcs, annotated, cluster) if funcs else None
     if rewritten is not None:
         names_, nodes, weighed = rewritten
         if names_ is not names:
@@ -198,15 +198,17 @@ def _hashable(k: Any) -> bool:
     return True
 
 
-def ingest(dsk: Any, keys: Any) -> Graph:
-    """Normalize ``dsk`` and ``keys`` into a :class:`Graph`; raise on bad input."""
+def ingest(dsk: Any, keys: Any, cluster: Any = None) -> Graph:
+    """Normalize ``dsk`` and ``keys`` into a :class:`Graph`; raise on bad input. ``cluster``:
+    a callable answering the cluster's ``(CPUs, object store bytes)``, asked only when the
+    graph holds a heavy exchange (see :func:`daskray.exchange.rewrite`)."""
     mapping, annotations = graph_and_annotations(dsk)
     if not isinstance(mapping, dict):
         mapping = dict(mapping)  # materialize a HighLevelGraph's layers
     flat: list = []
     _flatten_request(keys, flat)
     annotated = frozenset(k for keys in annotations.values() for k in keys)
-    names, nodes, types, source, exchanged = _nodes(mapping, flat, annotated)
+    names, nodes, types, source, exchanged = _nodes(mapping, flat, annotated, cluster)
     deps = list(map(_dependencies, nodes))
     held = persisted()
     if held:  # values persisted on Ray that this graph refers to: their refs, as data
