@@ -305,13 +305,18 @@ def test_the_window_is_sized_from_the_store_and_only_beyond_half_of_it():
     # partitions of 100 kB (as assumed where the probe tells nothing; set for both sides)
     sizes = {"daskray.exchange.heavy-bytes": 1000, "daskray.exchange.partition-bytes": 10**5}
     with dask.config.set(sizes), mock.patch.object(exchange, "partition_bytes", lambda *a: None):
-        # moves 1.8 MB > half of 1 MB; outputs of 100 kB at most: K = 10**6 // 2e5 - 2 = 3
+        # each side moves more than half of 1 MB (12 and 6 partitions); outputs of 100 kB at
+        # most: K = 1e6 // 8e5 = 1, the sides in one sequence of 24
         small = daskray.explain(x, cpus=2, store=10**6)
-        assert sum("exchange-token" in str(n) for n in small.graph.names) == 2 * 12 - 3
+        assert sum("exchange-token" in str(n) for n in small.graph.names) == 2 * 12 - 1
+        # of 2 MB, only the side of 12 partitions: K = 2, alone
+        middle = daskray.explain(x, cpus=2, store=2 * 10**6)
+        assert sum("exchange-token" in str(n) for n in middle.graph.names) == 12 - 2
         big = daskray.explain(x, cpus=2, store=10**7)  # fits in half the store: no window
         assert not any("exchange-token" in str(n) for n in big.graph.names)
-    assert exchange.window(2, 256 * 2**20, 20 * 2**20) == 4
-    assert exchange.window(4, 2**20, 2**30) == 4  # never fewer than the CPUs
+    assert exchange.window(256 * 2**20, 20 * 2**20) == 1
+    assert exchange.window(2**20, 2**30) == 1  # never none
+    assert exchange.window(2**30, 2**20) == 128
 
 
 def test_small_literal_data_is_light_and_fused():

@@ -66,7 +66,7 @@ DEFAULTS: dict[str, Any] = {
         # ... but never more than this many bytes of them
         "map-bytes": 134_217_728,
         # reducers of a heavy exchange whose outputs a join reads (a merge) run this many at
-        # a time; None: as many as half the object store holds (daskray.exchange.window)
+        # a time; None: one per eighth of the object store an output fills (exchange.window)
         "reduce-window": None,
         # daskray.enable() sets dask's array.rechunk.threshold to this (dask's default, 4,
         # plans an all-to-all rechunk of more than ~8 blocks in several stages, each moving

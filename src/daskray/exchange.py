@@ -53,10 +53,10 @@ all-to-all already and is weighed the same way, without a rewrite.
 **Joins.** Beyond memory, the tasks joining the outputs of two exchanges (a merge's) are Ray
 tasks of their own (else they would fuse into the one task reading all of them), and the
 reducers feeding them run in a window -- ``K`` at a time, each waiting for a token of the one
-``K`` places before it (``daskray.exchange.reduce-window``, by default as many as half the
-object store holds): Ray pulls the arguments of every queued task into the store and pins
-them, and a store full of pinned pieces makes each new output wait out Ray's grace period
-(about 2 s) before it goes to a file (:func:`_exchanges`).
+``K`` places before it (``daskray.exchange.reduce-window``; by default one per eighth of the
+object store an output fills, :func:`window`). Ray pulls the arguments of every queued task
+into the store and pins them, and a store full of pinned pieces makes each new output wait
+out Ray's grace period (about 2 s) before it goes to a file (:func:`_exchanges`).
 
 A shuffle whose intermediate keys something else depends on or is requested, or that does not
 have the shape described above, is left as dask built it.
@@ -330,16 +330,17 @@ def rewrite(
     wanted: list,
     funcs: list,
     annotated: frozenset = frozenset(),
-    cluster: Any = None,
+    store: Any = None,
 ) -> tuple | None:
     """``names``/``nodes`` with every recognised shuffle replaced by an exchange (but those of
     which a ``wanted`` key is an intermediate) and every heavy tasks rechunk by a rechunk
     exchange (:func:`rechunks`), and a :class:`Weighed` for each; None when there is neither.
     ``funcs``: the functions of the graph's tasks (what tells, at C speed, whether it has a
     shuffle or a rechunk). ``annotated``: keys that carry annotations, never inlined into a
-    map (:func:`_cone`). ``cluster``: a callable answering the cluster's ``(CPUs, object
-    store bytes)``, called once a heavy exchange is found (it sizes the reducers' window,
-    :func:`window`), or None: unknown, no window."""
+    map (:func:`_cone`). ``store``: a callable answering the cluster's object store bytes,
+    called once a heavy exchange that joins read is found (it sizes its reducers' window,
+    :func:`window`), or None: unknown, no window unless ``daskray.exchange.reduce-window``
+    is set."""
     if not dask.config.get("daskray.exchange.enabled"):
         return None
     group_fn = shuffle_group_function()
@@ -373,7 +374,7 @@ def rewrite(
         internal |= ex.internal
     # what no cone may take: the keys removed or rewritten, and those asked for
     blocked = internal | asked | set(replaced) | {k for ex in found for k, _ in ex.outputs}
-    for new, w, cones in _exchanges(found, nodes, index, blocked, cfg, annotated, cluster):
+    for new, w, cones in _exchanges(found, nodes, index, blocked, cfg, annotated, store):
         for cone in cones:
             internal.update(cone)
         for node in new:
@@ -541,7 +542,7 @@ def _sliced_bytes(block: Any, slices: set, index: dict, nodes: list) -> int | No
 _SIZES = ("partition-bytes", "max-pieces", "map-bytes", "heavy-bytes")
 
 
-def _exchanges(found, nodes, index, blocked, cfg, annotated, cluster=None):
+def _exchanges(found, nodes, index, blocked, cfg, annotated, store=None):
     """Per exchange of ``found``: its new nodes, its :class:`Weighed` and the cones inlined
     into its maps (:func:`_cone`; when its partitions are over ``heavy-bytes``).
 
@@ -585,7 +586,7 @@ def _exchanges(found, nodes, index, blocked, cfg, annotated, cluster=None):
     gate = f"exchange-barrier-{first[0].stages[-1].name}" if len(first) > 1 else None
     joins = _joins(found, nodes, index) if first else {}
     gated = {e for e, ex in enumerate(found) if gate is not None and ex in first}
-    waits, tokens = _windows(sized, sorted(joins), gated, cfg, cluster)
+    waits, tokens = _windows(sized, sorted(joins), gated, cfg, store)
     out = []
     done: list = []
     for e, (ex, nbytes, per, cones) in enumerate(sized):
@@ -635,26 +636,29 @@ def _joins(found: list, nodes: list, index: dict) -> dict:
     return out
 
 
-def window(cpus: int, store: int, output_bytes: int) -> int:
+def window(store: int, output_bytes: int) -> int:
     """How many reducers making outputs of ``output_bytes`` each may be running or queued at
-    once on a cluster of ``cpus`` CPUs and ``store`` bytes of object store: those running hold
-    their pieces and their output (two partitions each), those queued their pieces, and
-    together they keep to half the store -- but never fewer than the CPUs.
+    once on a cluster with ``store`` bytes of object store: an eighth of the store per
+    output, at least one. A reducer in flight holds far more of the store than its output:
+    its pieces, pulled and pinned while it is queued, restored while it runs, its output, and
+    the join reading that output holds it and the other side's beside it. Measured on one
+    node (2 CPUs, merge of 2 GiB, 0.25 GiB store, outputs of ~20 MB): 1 at a time 29 s, 2 or
+    3: 36 s, 4: 65 s, 6: 91 s (each new output then waits out Ray's grace period for room).
 
-    >>> window(2, 256 * 2**20, 20 * 2**20)
-    4
-    >>> window(64, 200 * 2**30, 20 * 2**20)
-    5056
+    >>> window(256 * 2**20, 20 * 2**20)
+    1
+    >>> window(200 * 2**30, 20 * 2**20)
+    1280
     """
-    return max(cpus, store // max(1, 2 * output_bytes) - cpus)
+    return max(1, store // max(1, 8 * output_bytes))
 
 
-def _windows(sized: list, joined: list, gated: set, cfg: dict, cluster: Any) -> tuple:
+def _windows(sized: list, joined: list, gated: set, cfg: dict, store: Any) -> tuple:
     """Per exchange of ``sized``: {reducer: the token key it waits for}, and the reducers
     returning a token. Windowed are the heavy exchanges in ``joined`` (their outputs read by
     joins: each goes to the object store), ``K`` reducers at a time:
-    ``daskray.exchange.reduce-window`` when set, else :func:`window` of the cluster's CPUs
-    and store, for those moving more than half the store. The ``gated`` ones form one
+    ``daskray.exchange.reduce-window`` when set, else :func:`window` of the cluster's object
+    store (``store()``), for those moving more than half of it. The ``gated`` ones form one
     sequence (they feed none of each other, so no token waits on itself), their outputs
     interleaved; each other one is a sequence of its own."""
     waits: list = [{} for _ in sized]
@@ -664,13 +668,13 @@ def _windows(sized: list, joined: list, gated: set, cfg: dict, cluster: Any) -> 
     if fixed is not None and (type(fixed) is not int or fixed < 1):
         raise ValueError(
             f"daskray.exchange.reduce-window is {fixed!r}; set it to a positive int (reducers "
-            "at a time), or None to size it from the cluster's CPUs and object store"
+            "at a time), or None to size it from the cluster's object store"
         )
-    if not heavy or (fixed is None and cluster is None):
+    if not heavy or (fixed is None and store is None):
         return waits, tokens
     if fixed is None:
-        cpus, store = cluster()
-        heavy = [e for e in heavy if store and sized[e][1] * len(sized[e][0].inputs) > store // 2]
+        total = store()
+        heavy = [e for e in heavy if total and sized[e][1] * len(sized[e][0].inputs) > total // 2]
     sequences = [[(e, r) for r in range(len(sized[e][0].outputs))] for e in heavy if e not in gated]
     together = [e for e in heavy if e in gated]
     if together:
@@ -679,7 +683,7 @@ def _windows(sized: list, joined: list, gated: set, cfg: dict, cluster: Any) -> 
             [(e, r) for r in range(longest) for e in together if r < len(sized[e][0].outputs)]
         )
     for seq in sequences:
-        k = fixed or window(cpus, store, max(_output_bytes(sized[e]) for e, _ in seq))
+        k = fixed or window(total, max(_output_bytes(sized[e]) for e, _ in seq))
         for p in range(k, len(seq)):
             (e, r), (f, q) = seq[p], seq[p - k]
             waits[e][r] = (f"exchange-token-{sized[f][0].stages[-1].name}", q)

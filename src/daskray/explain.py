@@ -99,7 +99,7 @@ def explain(
         from . import _ray
 
         cpus = _ray.connected_cpus() or os.cpu_count() or 1
-    graph = ingest(expr, keys, None if store is None else lambda: (cpus, store))
+    graph = ingest(expr, keys, None if store is None else lambda: store)
     plan = make_plan(graph, cpus, fuse, store=store)
     groups = []
     for g in range(plan.ngroups):

@@ -119,7 +119,7 @@ def is_object_ref(value: Any) -> bool:
 
 
 def _nodes(
-    mapping: dict, wanted: list, annotated: frozenset = frozenset(), cluster: Any = None
+    mapping: dict, wanted: list, annotated: frozenset = frozenset(), store: Any = None
 ) -> tuple[list, list, set, dict | None, tuple | None]:
     """Keys and ``GraphNode`` values of a task mapping, checked.
 
@@ -166,7 +166,7 @@ def _nodes(
                 # stored under another key than its own (a top-level List with key None, an
                 # Alias or DataNode built without a key): results are keyed by the graph key
                 nodes[i] = Task(k, same, node)
-    rewritten = exchange.rewrite(names, nodes, wanted, funcs, annotated, cluster) if funcs else None
+    rewritten = exchange.rewrite(names, nodes, wanted, funcs, annotated, store) if funcs else None
     if rewritten is not None:
         names_, nodes, weighed = rewritten
         if names_ is not names:
@@ -198,17 +198,17 @@ def _hashable(k: Any) -> bool:
     return True
 
 
-def ingest(dsk: Any, keys: Any, cluster: Any = None) -> Graph:
-    """Normalize ``dsk`` and ``keys`` into a :class:`Graph`; raise on bad input. ``cluster``:
-    a callable answering the cluster's ``(CPUs, object store bytes)``, asked only when the
-    graph holds a heavy exchange (see :func:`daskray.exchange.rewrite`)."""
+def ingest(dsk: Any, keys: Any, store: Any = None) -> Graph:
+    """Normalize ``dsk`` and ``keys`` into a :class:`Graph`; raise on bad input. ``store``: a
+    callable answering the cluster's object store bytes, asked only when the graph holds a
+    heavy exchange that joins read (see :func:`daskray.exchange.rewrite`)."""
     mapping, annotations = graph_and_annotations(dsk)
     if not isinstance(mapping, dict):
         mapping = dict(mapping)  # materialize a HighLevelGraph's layers
     flat: list = []
     _flatten_request(keys, flat)
     annotated = frozenset(k for keys in annotations.values() for k in keys)
-    names, nodes, types, source, exchanged = _nodes(mapping, flat, annotated, cluster)
+    names, nodes, types, source, exchanged = _nodes(mapping, flat, annotated, store)
     deps = list(map(_dependencies, nodes))
     held = persisted()
     if held:  # values persisted on Ray that this graph refers to: their refs, as data

@@ -195,13 +195,13 @@ def compute_refs(dsk: Any, keys: list, kwargs: dict) -> list:
     return _compute(dsk, keys, dict(kwargs), fetch=False)[1]
 
 
-def _cluster(request: _Request) -> tuple[int, int]:
-    """The cluster's CPUs and object store bytes, connecting to it (what sizes the window of a
-    heavy exchange's reducers, :func:`daskray.exchange.window`)."""
+def _store(request: _Request) -> int:
+    """The cluster's object store bytes, connecting to it (what sizes the window of a heavy
+    exchange's reducers, :func:`daskray.exchange.window`)."""
     from . import _ray
 
     _ray.connect(request.address, request.num_cpus, option("init-kwargs"))
-    return _ray.cluster_cpus(), _ray.store_bytes()
+    return _ray.store_bytes()
 
 
 def _compute(dsk: Any, keys: Any, kwargs: dict, fetch: bool) -> Any:
@@ -210,7 +210,7 @@ def _compute(dsk: Any, keys: Any, kwargs: dict, fetch: bool) -> Any:
     request = _Request(kwargs)
     started = time.time()
     with gc_paused():
-        graph = ingest(dsk, keys, None if request.debug else functools.partial(_cluster, request))
+        graph = ingest(dsk, keys, None if request.debug else functools.partial(_store, request))
         classes = planning.driver_classes(graph, planning.option_classes(graph, request.base))
     if not graph.targets:
         return graph.repack([]) if fetch else (graph, [])
