@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 import daskray
+from daskray.ingest import ingest
 
 pytestmark = [pytest.mark.cluster, pytest.mark.once]
 
@@ -76,3 +77,21 @@ def test_set_index_and_merge_keep_every_row(cluster):
     assert counted.sum() == n * rows
     sync = merged.w.sum().compute(scheduler="sync")
     assert merged.w.sum().compute(scheduler=daskray.get) == pytest.approx(sync)
+
+
+def test_a_windowed_heavy_merge_keeps_every_row(cluster):
+    """The reducers of both sides run two at a time, each waiting for a token of an earlier
+    one (which may sit on another node), the joins as tasks of their own: every row kept."""
+    n, rows = 9, 50_000  # partitions of ~1.2 MB: heavy over 1 MiB
+    a = frames(n, rows)
+    b = frames(4, 20_000, offset=100).drop(columns="k").rename(columns={"v": "w"})
+    b = b.drop_duplicates(subset="j")
+    merged = a.merge(b, on="j", how="left", broadcast=False)
+    cfg = {"daskray.exchange.heavy-bytes": 2**20, "daskray.exchange.reduce-window": 2}
+    with dask.config.set(cfg):
+        graph = ingest(merged.__dask_graph__(), merged.__dask_keys__())
+        assert any("exchange-token" in str(k) for k in graph.names)
+        counted = merged.map_partitions(len).compute(scheduler=daskray.get)
+        total = merged.w.sum().compute(scheduler=daskray.get)
+    assert counted.sum() == n * rows
+    assert total == pytest.approx(merged.w.sum().compute(scheduler="sync"))
