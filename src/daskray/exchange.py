@@ -579,23 +579,22 @@ def _exchanges(found, nodes, index, blocked, cfg, annotated, store=None):
         sized.append((ex, nbytes, per, cones))
     outputs = {k for ex in found for k, _ in ex.outputs}
     first = [
-        ex
-        for ex, nbytes, _, _ in sized
+        e
+        for e, (ex, nbytes, _, _) in enumerate(sized)
         if nbytes > cfg["heavy-bytes"] and not _fed_by(ex, outputs, index, nodes)
     ]
-    gate = f"exchange-barrier-{first[0].stages[-1].name}" if len(first) > 1 else None
+    gated = set(first) if len(first) > 1 else set()
+    gate = f"exchange-barrier-{_tag(found[first[0]])}" if gated else None
     joins = _joins(found, nodes, index) if first else {}
-    gated = {e for e, ex in enumerate(found) if gate is not None and ex in first}
     waits, tokens = _windows(sized, sorted(joins), gated, cfg, store)
     out = []
     done: list = []
     for e, (ex, nbytes, per, cones) in enumerate(sized):
-        w = Weighed(joins.get(e, []), [], nbytes, nbytes * len(ex.inputs))
-        w.upstream = _upstream(ex, index, nodes)
+        upstream = _upstream(ex, index, nodes)
+        w = Weighed(joins.get(e, []), [], nbytes, nbytes * len(ex.inputs), upstream)
         new = _build(ex, per, cones or None, gate if e in gated else None, waits[e], tokens[e])
         if e in gated:
-            tag = ex.stages[-1].name
-            done.extend((f"exchange-done-{tag}", m) for m in range(-(-len(ex.inputs) // per)))
+            done.extend(_done_key(ex, m) for m in range(-(-len(ex.inputs) // per)))
         out.append((new, w, cones))
     if gate is not None:
         out[0][0].append(Task(gate, barrier, *map(TaskRef, done)))
@@ -686,7 +685,7 @@ def _windows(sized: list, joined: list, gated: set, cfg: dict, store: Any) -> tu
         k = fixed or window(total, max(_output_bytes(sized[e]) for e, _ in seq))
         for p in range(k, len(seq)):
             (e, r), (f, q) = seq[p], seq[p - k]
-            waits[e][r] = (f"exchange-token-{sized[f][0].stages[-1].name}", q)
+            waits[e][r] = _token_key(sized[f][0], q)
             tokens[f].add(q)
     return waits, tokens
 
@@ -695,6 +694,21 @@ def _output_bytes(sized: tuple) -> int:
     """An exchange's output partition size, on average: all it moves over its outputs."""
     ex, nbytes = sized[0], sized[1]
     return nbytes * len(ex.inputs) // len(ex.outputs)
+
+
+def _tag(ex: Exchange) -> str:
+    """What names an exchange's keys: its last stage's name."""
+    return ex.stages[-1].name
+
+
+def _done_key(ex: Exchange, m: int) -> tuple:
+    """The key of map ``m``'s empty value for the barrier."""
+    return (f"exchange-done-{_tag(ex)}", m)
+
+
+def _token_key(ex: Exchange, r: int) -> tuple:
+    """The key of reducer ``r``'s token for its window."""
+    return (f"exchange-token-{_tag(ex)}", r)
 
 
 def _fed_by(ex: Exchange, outputs: set, index: dict, nodes: list) -> bool:
@@ -784,7 +798,7 @@ def _build(
     (``exchange-reduce-*`` returns both, ``exchange-token-*`` and the output key read them))."""
     cols, _, nin, ignore, nfinal = ex.spec
     n = len(ex.inputs)
-    tag = ex.stages[-1].name
+    tag = _tag(ex)
     spec = (cols, nin, nfinal, ignore, tuple(t for _, t in ex.outputs), gate is not None)
     waits = waits or {}
     new = []
@@ -797,7 +811,7 @@ def _build(
         cone = cones[j // per] if cones is not None else None
         new.append(Task.fuse(*cone.values(), node, key=key) if cone else node)
         if gate is not None:
-            done = (f"exchange-done-{tag}", j // per)
+            done = _done_key(ex, j // per)
             new.append(Task(done, operator.getitem, TaskRef(key), len(ex.outputs)))
     for r, (okey, _) in enumerate(ex.outputs):
         pieces = []
@@ -812,7 +826,7 @@ def _build(
         rkey = (f"exchange-reduce-{tag}", r)
         new.append(Task(rkey, reduce_token, ignore, *first, *pieces))
         new.append(Task(okey, operator.getitem, TaskRef(rkey), 0))
-        new.append(Task((f"exchange-token-{tag}", r), operator.getitem, TaskRef(rkey), 1))
+        new.append(Task(_token_key(ex, r), operator.getitem, TaskRef(rkey), 1))
     return new
 
 

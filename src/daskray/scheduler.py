@@ -195,13 +195,18 @@ def compute_refs(dsk: Any, keys: list, kwargs: dict) -> list:
     return _compute(dsk, keys, dict(kwargs), fetch=False)[1]
 
 
-def _store(request: _Request) -> int:
-    """The cluster's object store bytes, connecting to it (what sizes the window of a heavy
-    exchange's reducers, :func:`daskray.exchange.window`)."""
+def _connect(request: _Request) -> Any:
+    """Connect to the cluster ``request`` names (or start one); :mod:`daskray._ray`."""
     from . import _ray
 
     _ray.connect(request.address, request.num_cpus, option("init-kwargs"))
-    return _ray.store_bytes()
+    return _ray
+
+
+def _store(request: _Request) -> int:
+    """The cluster's object store bytes, connecting to it (what sizes the window of a heavy
+    exchange's reducers, :func:`daskray.exchange.window`)."""
+    return _connect(request).store_bytes()
 
 
 def _compute(dsk: Any, keys: Any, kwargs: dict, fetch: bool) -> Any:
@@ -222,9 +227,7 @@ def _compute(dsk: Any, keys: Any, kwargs: dict, fetch: bool) -> Any:
             observer.gathered()
         return graph.repack(values) if fetch else (graph, [(False, v) for v in values])
 
-    from . import _ray
-
-    _ray.connect(request.address, request.num_cpus, option("init-kwargs"))
+    _ray = _connect(request)
     classes = _feasible(_placed(graph, classes), graph.names)
     with gc_paused():
         plan = make_plan(graph, _ray.cluster_cpus(), request.fuse, classes, _ray.store_bytes())
