@@ -9,7 +9,9 @@ every digest: a refactor keeps them all; a change of plans on purpose regenerate
 in one commit of its own, saying why (``python tests/test_golden.py --write``).
 
 The bench entries depend on the graphs dask builds, so they are checked only under the dask
-version the file was written with (they are skipped, with that reason, under another).
+version the file was written with (they are skipped, with that reason, under another). A
+workload whose graph dask builds in an order that depends on the string hash seed
+(:data:`SEEDED`) is planned in a child interpreter with ``PYTHONHASHSEED=0``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import hashlib
 import json
 import os
 import random
+import subprocess
 import sys
 
 import pytest
@@ -39,8 +42,8 @@ from test_core import (  # noqa: E402
 BENCH_SCALE = 0.01
 BENCH_CPUS = 2
 #: workloads whose graph comes out of dask in an order that depends on the string hash seed
-#: (map_overlap builds part of its graph from sets): no digest can hold them
-UNORDERED = {"stencil"}
+#: (map_overlap builds part of its graph from sets): planned under PYTHONHASHSEED=0
+SEEDED = ("stencil",)
 
 
 def digest(plan) -> str:
@@ -209,31 +212,51 @@ def core_plan(core, graph: dict, targets: list, kw: dict):
     return core.plan(names, indptr, indices, tids, PlanOptions(**kw))
 
 
-def bench_plans() -> dict:
-    """Every ``daskray.bench`` workload at :data:`BENCH_SCALE`, planned by daskray's planning
-    layer (with whichever core ``daskray._graph.plan`` is), under daskray's default options and
-    the tasks shuffle that ``daskray.enable`` selects: plans depend on both (dask sizes a
-    groupby's ``split_out`` shuffle by ``dataframe.shuffle.method``), and a test that leaves
-    either changed must not change the plans."""
+def bench_plans(names=None) -> dict:
+    """The ``daskray.bench`` workloads ``names`` (default: all but :data:`SEEDED`) at
+    :data:`BENCH_SCALE`, planned by daskray's planning layer (with whichever core
+    ``daskray._graph.plan`` is), under daskray's default options and the tasks shuffle that
+    ``daskray.enable`` selects: plans depend on both (dask sizes a groupby's ``split_out``
+    shuffle by ``dataframe.shuffle.method``), and a test that leaves either changed must not
+    change the plans."""
     import copy
 
     import dask
 
     from daskray import bench, config, explain, ingest, planning
 
+    if names is None:
+        names = [name for name in bench.WORKLOADS if name not in SEEDED]
     pinned = {"daskray": copy.deepcopy(config.DEFAULTS), "dataframe.shuffle.method": "tasks"}
     out = {}
     with dask.config.set(pinned):
-        for name, w in bench.WORKLOADS.items():
-            if name in UNORDERED:
-                continue
-            obj, keys = w.make(BENCH_SCALE)
+        for name in names:
+            obj, keys = bench.WORKLOADS[name].make(BENCH_SCALE)
             if keys is None:
                 out[f"bench-{name}"] = explain(obj, cpus=BENCH_CPUS).plan
             else:
                 graph = ingest.ingest(obj, keys)
                 out[f"bench-{name}"] = planning.make_plan(graph, BENCH_CPUS)
     return out
+
+
+def seeded_digests(core_name: str) -> dict:
+    """The digests of the :data:`SEEDED` workloads' plans, made by ``core_name``
+    (``"_core"`` or ``"_pure"``) in a child interpreter whose string hash seed is 0."""
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    args = [sys.executable, os.path.abspath(__file__), "--seeded", core_name]
+    out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def _print_seeded(core_name: str) -> None:
+    import importlib
+
+    from daskray import _graph
+
+    _graph.plan = importlib.import_module(f"daskray._graph.{core_name}").plan
+    print(json.dumps({name: digest(p) for name, p in bench_plans(SEEDED).items()}))
 
 
 def _load() -> dict:
@@ -264,9 +287,10 @@ def test_bench_plans_match_golden(core, golden, monkeypatch):
     from daskray import _graph
 
     monkeypatch.setattr(_graph, "plan", core.plan)
-    plans = bench_plans()
-    assert set(plans) == set(golden["bench"])
-    wrong = [name for name, p in plans.items() if digest(p) != golden["bench"][name]]
+    digests = {name: digest(p) for name, p in bench_plans().items()}
+    digests.update(seeded_digests(core.__name__.rsplit(".", 1)[1]))
+    assert set(digests) == set(golden["bench"])
+    wrong = [name for name, d in digests.items() if d != golden["bench"][name]]
     assert not wrong, f"plans changed: {wrong}"
 
 
@@ -280,8 +304,10 @@ def write() -> None:
         "core": {
             name: digest(core_plan(_graph, *entry)) for name, entry in sorted(corpus().items())
         },
-        "bench": {name: digest(p) for name, p in sorted(bench_plans().items())},
+        "bench": {name: digest(p) for name, p in bench_plans().items()},
     }
+    data["bench"].update(seeded_digests(_graph.plan.__module__.rsplit(".", 1)[1]))
+    data["bench"] = dict(sorted(data["bench"].items()))
     with open(GOLDEN, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1)
         f.write("\n")
@@ -289,6 +315,9 @@ def write() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--write"]:
+    if sys.argv[1:2] == ["--seeded"] and len(sys.argv) == 3:
+        _print_seeded(sys.argv[2])
+    elif sys.argv[1:] == ["--write"]:
+        write()
+    else:
         sys.exit("usage: python tests/test_golden.py --write")
-    write()
