@@ -305,6 +305,8 @@ def test_persist_under_config_then_compute(ray_ctx, pdf):
     assert frame.w.tolist() == pdf.w[pdf.k > 1].tolist()
 
 
+# dask itself warns when one persist mixes a dataframe and an array; the test mixes them on
+# purpose (one compute for both kinds)
 @pytest.mark.filterwarnings("ignore:Computing mixed collections:UserWarning")
 def test_dask_persist_several(sched, mode, pdf, npx):
     from daskray.futures import RayFuture

@@ -261,6 +261,7 @@ def two_workers():
 
 
 @pytest.mark.cluster
+@pytest.mark.once
 def test_xarray_writes_on_a_multi_node_cluster(two_workers, dataset, tmp_path):
     """On nodes sharing the target's file system: the chunks are computed on the worker nodes;
     zarr chunks are written there too, the netCDF files by the driver."""

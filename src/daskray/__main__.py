@@ -1,4 +1,4 @@
-"""``python -m daskray`` / ``daskray``: ``demo`` (the default), ``bench`` and ``info``."""
+"""``python -m daskray`` / ``daskray``: ``demo`` (the default), ``bench``, ``tune`` and ``info``."""
 
 import sys
 
