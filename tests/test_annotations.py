@@ -242,3 +242,42 @@ def test_retries_config_default_and_override(spy):
     spy.calls.clear()
     x.sum().compute(scheduler=daskray.get)
     assert {o.get("max_retries") for _, o in spy.calls} == {None}
+
+
+def test_an_alias_takes_the_class_of_the_value_it_names(monkeypatch):
+    """``da.concatenate`` of annotated blocks names each block again (an ``Alias``, itself
+    unannotated): the alias takes its block's options class, so it joins the block's group or
+    stays alone (a lone alias is its target's ref, no Ray task), never bundled with other
+    work elsewhere: a persisted alias lives where its block was made (``workers=``: that node)."""
+    from daskray import scheduler
+    from daskray._compat import Alias
+
+    seen = {}
+    real = scheduler.make_plan
+
+    def spy(graph, cpus, fuse, classes, *args):
+        seen.update(graph=graph, classes=classes, plan=real(graph, cpus, fuse, classes, *args))
+        return seen["plan"]
+
+    monkeypatch.setattr(scheduler, "make_plan", spy)
+    x = da.ones((40, 4), chunks=(10, 4))
+    parts = []
+    for k in range(4):
+        with dask.annotate(resources={"special": k % 2 + 1}):
+            parts.append(x.blocks[k] + k)
+    got = da.concatenate(parts).compute(scheduler=daskray.get, debug=True)
+    np.testing.assert_array_equal(got, np.repeat(np.arange(4.0), 10)[:, None] + np.ones((40, 4)))
+    graph, of, plan = seen["graph"], seen["classes"].of, seen["plan"]
+    aliases = [
+        i
+        for i, n in enumerate(graph.nodes)
+        if type(n) is Alias and graph.names[i][0].startswith("concatenate")
+    ]
+    assert len(aliases) == 4
+    for i in aliases:
+        (target,) = graph.indices[graph.indptr[i] : graph.indptr[i + 1]]
+        assert of[i] == of[target] != 0
+        g = plan.group_of[i]  # with the block, or alone (submit hands on the block's ref)
+        alone = plan.members_ptr[g + 1] - plan.members_ptr[g] == 1
+        assert g == plan.group_of[target] or alone
+    assert len({of[i] for i in aliases}) == 2

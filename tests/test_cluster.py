@@ -358,11 +358,6 @@ def _persisted_on(nodes_per_block, x):
 
 
 @cluster_test
-@pytest.mark.xfail(
-    strict=False,
-    reason="regressed when the issue-13 and issue-15 branches were merged together (each passes "
-    "it alone): some tasks on persisted blocks run off their block's node; see the stop note",
-)
 def test_tasks_on_persisted_blocks_run_where_the_blocks_are(cluster):
     """12 blocks of 2 MiB on the head, 4 on the ssd node, 1 CPU each: Ray alone spills some of
     the head's consumers to idle nodes (pulling their blocks); daskray's soft affinity keeps

@@ -69,7 +69,7 @@ import dask
 from dask.utils import key_split
 
 from . import _graph, pools
-from ._compat import AnnotationsTombstone, DataNode
+from ._compat import Alias, AnnotationsTombstone, DataNode
 from .annotations import (
     NODE_AFFINITY,
     OPTIONS,
@@ -171,8 +171,29 @@ def option_classes(graph: Graph, base: dict[str, Any]) -> Classes:
         opts.update(own)
         of[index[key]] = classes.intern(opts)
     if len(classes.options) > 1:
+        _aliases_follow(graph, of, per_key)
         classes.of = of
     return classes
+
+
+def _aliases_follow(graph: Graph, of: list, own: dict) -> None:
+    """An ``Alias`` without annotations of its own takes its target's class (in place).
+
+    An alias is a second name for its target's value (``da.concatenate`` of blocks, a dask-expr
+    projection); of a class of its own it would run as a Ray task of its own -- wherever Ray
+    puts it, so a persisted alias of a block pinned with ``workers=`` would live on another node
+    -- instead of being fused into the group that makes the value (or handed on as its ref).
+    """
+    nodes, names, indptr, indices = graph.nodes, graph.names, graph.indptr, graph.indices
+    for i, node in enumerate(nodes):
+        if type(node) is not Alias or names[i] in own:
+            continue
+        j = i  # follow a chain of aliases to the value behind it
+        while type(nodes[j]) is Alias and names[j] not in own and indptr[j + 1] - indptr[j] == 1:
+            j = indices[indptr[j]]
+            if j == i:
+                break
+        of[i] = of[j]
 
 
 #: the options key of a class whose groups run in the driver process, not on Ray (see
