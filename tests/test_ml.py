@@ -14,10 +14,7 @@ from daskray import cli
 
 # Ray Data actor pools and a whole pipeline: nothing here depends on which graph core plans,
 # so CI runs this module once, in its compiled-core pass
-pytestmark = pytest.mark.skipif(
-    os.environ.get("DASKRAY_NO_EXTENSIONS", "") not in ("", "0"),
-    reason="run once, with the compiled core",
-)
+pytestmark = pytest.mark.once
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "ml_pipeline.py")
 

@@ -34,15 +34,9 @@ import pytest
 
 import daskray
 
-pytestmark = [
-    pytest.mark.cluster,
-    # whole Ray clusters and driver processes: nothing here depends on which graph core plans,
-    # so CI runs this module once, in its compiled-core pass
-    pytest.mark.skipif(
-        os.environ.get("DASKRAY_NO_EXTENSIONS", "") not in ("", "0"),
-        reason="run once, with the compiled core (see the module docstring)",
-    ),
-]
+# whole Ray clusters and driver processes: nothing here depends on which graph core plans,
+# so CI runs this module once, in its compiled-core pass
+pytestmark = [pytest.mark.cluster, pytest.mark.once]
 
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")
 
@@ -272,11 +266,15 @@ try:
     by_ref = "reachable"
 except Exception as e:
     by_ref = type(e).__name__
+# the Ray Data hand-off both ways, through the RAY_ADDRESS connection
+frame = dd.from_pandas(pd.DataFrame({"a": np.arange(600) * me}), npartitions=3)
+back = daskray.from_ray_dataset(daskray.to_ray_dataset(frame)).compute(scheduler=daskray.get)
+handoff = back.a.tolist() == list(range(0, 600 * me, me))
 open(os.path.join(folder, f"done-{me}"), "w").close()
 while not os.path.exists(os.path.join(folder, f"done-{other}")):
     time.sleep(0.05)  # keep this driver's values alive until the other has looked
 print(json.dumps({"ok": ok, "sums": sums, "by_key": by_key, "by_ref": by_ref,
-                  "mine_not_theirs": not set(refs) & set(theirs),
+                  "mine_not_theirs": not set(refs) & set(theirs), "handoff": handoff,
                   "cpus": ray.cluster_resources()["CPU"]}))
 """
 
@@ -284,7 +282,7 @@ print(json.dumps({"ok": ok, "sums": sums, "by_key": by_key, "by_ref": by_ref,
 def test_two_drivers_with_identical_keys(cluster, tmp_path):
     """Two drivers that reach the cluster through ``RAY_ADDRESS`` alone compute graphs with the
     same keys at the same time: each gets its own values, and neither reaches the other's
-    persisted values, by key or by ref."""
+    persisted values, by key or by ref; each hands a dataframe to Ray Data and back."""
     env = {"RAY_ADDRESS": cluster.address}
     procs = [drive(cluster, TWO_DRIVERS, str(me), str(tmp_path), env=env, background=True)
              for me in (1, 2)]  # fmt: skip
@@ -305,6 +303,7 @@ def test_two_drivers_with_identical_keys(cluster, tmp_path):
         assert got["sums"] == [2 * sum(me * 10 + i for i in range(4))] * 3
         assert got["by_key"] == "missing" and got["by_ref"] != "reachable"
         assert got["mine_not_theirs"] and got["cpus"] == 3.0
+        assert got["handoff"]
 
 
 def test_ray_client_is_refused_with_what_to_use_instead(cluster):

@@ -135,18 +135,21 @@ def test_array_blocks_along_axis_0(internal, fetched):
     np.testing.assert_array_equal(back.compute(scheduler=daskray.get), x.compute())
 
 
-def test_bag(internal):
+def test_bag(internal, fetched):
     rows = db.from_sequence([{"k": i, "s": str(i)} for i in range(10)], npartitions=3)
-    assert daskray.to_ray_dataset(rows).take_all() == [{"k": i, "s": str(i)} for i in range(10)]
     items = db.from_sequence(range(10), npartitions=4).map(lambda v: v * 2)
-    ds = daskray.to_ray_dataset(items)
+    made, ds = daskray.to_ray_dataset(rows), daskray.to_ray_dataset(items)
+    _no_blocks(fetched)
+    assert made.take_all() == [{"k": i, "s": str(i)} for i in range(10)]
     assert ds.num_blocks() == 4 and ds.take_all() == [{"item": 2 * i} for i in range(10)]
 
 
 @pytest.mark.parametrize("block_format", ["pandas", "arrow"])
 def test_round_trip_keeps_rows_dtypes_and_order(internal, block_format):
     df = frame()
+    before = copy.deepcopy(dask.config.config)
     back = daskray.from_ray_dataset(daskray.to_ray_dataset(df, block_format=block_format))
+    assert dask.config.config == before
     assert back.npartitions == df.npartitions
     assert back.divisions == tuple(range(0, ROWS, 100)) + (ROWS - 1,)
     assert dict(back.dtypes) == dict(df.dtypes)
