@@ -385,6 +385,34 @@ def test_tasks_on_persisted_blocks_run_where_the_blocks_are(cluster):
         np.testing.assert_array_equal((xp * 2).sum(axis=0).compute(), (x * 2).sum(axis=0))
 
 
+def nodes_of_rows(frame):
+    """The node each row of a partition was converted on (the task's node)."""
+    import pandas as pd
+
+    return pd.Series([node_id()] * len(frame), index=frame.index, dtype=object)
+
+
+@cluster_test
+def test_from_ray_dataset_computes_where_the_blocks_live(cluster):
+    """A Dataset whose 4 MiB blocks were made on the ssd node: daskray converts and uses them
+    there (soft affinity to the node holding the block), not on the idle head or gpu node."""
+    import ray
+
+    pytest.importorskip("ray.data")
+    ds = ray.data.range(4 * 262_144, override_num_blocks=4).map_batches(
+        _doubled, batch_format="numpy", resources={"ssd": 1}
+    )
+    ds = ds.materialize()
+    df = daskray.from_ray_dataset(ds)
+    assert df.npartitions == 4
+    ran = df.map_partitions(nodes_of_rows, meta=(None, object)).compute(scheduler=daskray.get)
+    assert set(ran) == {cluster.ssd} and len(ran) == 4 * 262_144
+
+
+def _doubled(batch):
+    return {"id": batch["id"], "x": batch["id"] * 2.0}
+
+
 def _graph_of(collection):
     (opt,) = dask.optimize(collection)
     return opt.__dask_graph__(), opt.__dask_keys__()
