@@ -16,6 +16,7 @@ from dask._task_spec import Task, TaskRef
 
 import daskray
 from daskray import _ray
+from daskray.worker import task_key
 
 
 class Spy:
@@ -158,13 +159,47 @@ def test_block_fusion_node_runs_alone(spy):
         cls = Blocked if i == 20 else Task
         dsk[f"c{i}"] = cls(f"c{i}", add1, TaskRef(f"c{i - 1}"))
     assert daskray.get(dsk, "c39") == 40
-    groups = [[t.key for t in spec[0]] for _, _, spec, _ in spy.calls]
+    groups = [[task_key(t) for t in spec[0]] for _, _, spec, _ in spy.calls]
     assert ["c20"] in groups, groups
     assert len(groups) < 20, groups  # the rest still fuses
 
 
 def add1(x):
     return x + 1
+
+
+def test_plain_tasks_travel_lowered_and_run_as_dask_runs_them(spy):
+    """Plain Tasks reach the worker as tuples (no Task pickling); a task with keyword
+    arguments, a nested node or a fused subgraph travels as it is; all of them give what
+    dask's own scheduler gives, a literal that looks like a key included."""
+    from dask._task_spec import Alias, DataNode, List
+
+    dsk = {
+        "a": Task("a", add1, 1),
+        "b": Task("b", max, TaskRef("a"), 5, TaskRef("a")),  # one ref twice
+        "c": Task("c", sorted, List(TaskRef("a"), TaskRef("b"), 0)),  # a nested node
+        "d": Task("d", dict, x=TaskRef("b"), y=3),  # keyword arguments
+        "e": DataNode("e", (1, 2)),
+        "f": Task("f", operator.add, TaskRef("e"), ("a",)),  # ("a",) is data, not a ref
+        "g": Alias("g", "f"),
+        "h": Task("h", operator.add, TaskRef("g"), ()),  # no ref after a ref
+        "i": Task("i", len, "abc"),  # no refs at all
+    }
+    keys = ["b", "c", "d", "f", "h", "i"]
+    assert daskray.get(dsk, keys) == tuple(dask.get(dsk, keys))
+    travelled = {task_key(t): t for _, _, spec, _ in spy.calls for t in spec[0]}
+    assert travelled["b"][2:] == (("a", 5, "a"), (0, 2))
+    assert travelled["f"][2:] == (("e", ("a",)), (0,))
+    assert travelled["i"][2:] == (("abc",), ())
+    assert type(travelled["a"]) is tuple and type(travelled["h"]) is tuple
+    assert all(type(travelled[k]) is not tuple for k in travelled if k in "cdeg")
+
+
+def test_a_lowered_task_names_its_key_when_it_fails(ray_ctx):
+    dsk = {"a": Task("a", add1, 1), "b": Task("b", operator.truediv, TaskRef("a"), 0)}
+    with pytest.raises(ZeroDivisionError) as info:
+        daskray.get(dsk, "b")
+    assert any("'b'" in note for note in getattr(info.value, "__notes__", ()))
 
 
 def test_unfused_dataframe_graph_is_fused_by_daskray(ray_ctx):

@@ -62,7 +62,7 @@ from .annotations import NODE_AFFINITY, POOL, WORKERS, freeze, thaw
 from .config import option
 from .planning import DRIVER, Classes, is_strategy, resolve_workers
 from .results import writeable
-from .worker import reemit, run_group_profiled, run_group_recorded, start_actor
+from .worker import lower, reemit, run_group_profiled, run_group_recorded, start_actor
 
 _lock = threading.Lock()
 _cpu_cache: list = [float("-inf"), 0]  # (time read, cluster CPUs)
@@ -631,6 +631,7 @@ def submit(
                 driver.add(g, spec, ins, outs, refs, data)
                 _release(g, iptr, inputs, last_use, refs, data, target_set)
                 continue
+            spec = (lower(spec[0]), spec[1], spec[2])
             name = key_split(names[outs[-1]]) if task_names else None
             prefixes[name] = None
             args = [ref_of(i) if i not in driver.made else driver.misplaced(g, i) for i in ins]

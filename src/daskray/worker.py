@@ -11,6 +11,13 @@ returned, with the key of the task that raised it, as one extra small value -- t
 *status*, which the driver fetches for every Ray task (see :mod:`daskray._ray`) and re-emits.
 In-process (``debug=True``, the driver's own groups) warnings simply propagate.
 
+Most tasks travel *lowered* (:func:`lower`): a plain ``Task`` -- no keyword arguments, not a
+fused subgraph, its arguments values or ``TaskRef``s -- becomes the tuple ``(key, func, args,
+refs)``, ``args`` with each ref's key in its place and ``refs`` the positions of those keys. A
+tuple of plain values pickles in C; a ``Task`` object pickles and unpickles through
+Python-level ``__getstate__``/``__setstate__`` (about 7 and 17 µs a task: most of the cost of a
+million tiny tasks). :func:`_call` runs it as ``Task.__call__`` would.
+
 Each task is called with only its own dependencies (``GraphNode.__call__`` checks its values
 against the mapping it is given, which would cost the size of the whole group per task), and
 a value is dropped as soon as the last task of the group that needs it has run, unless it is an
@@ -147,35 +154,37 @@ def _execute(spec: tuple, values: tuple, prefixes: dict | None, record: tuple | 
     log, keys = record if record is not None else (None, None)
     if len(tasks) == 1 and prefixes is None:
         task = tasks[0]
+        key = task[0] if type(task) is tuple else task.key
         try:
             result = _call(task, cache, cache)
         except Exception as e:
-            _annotate(e, task.key)
+            _annotate(e, key)
             raise
-        cache[task.key] = result
+        cache[key] = result
         if log:
-            keys.extend([task.key] * len(log))
+            keys.extend([key] * len(log))
     else:
         clock = time.perf_counter
         remaining: dict = {}
-        for task in tasks:
-            for d in task.dependencies:
+        every = [_dependencies(task) for task in tasks]
+        for deps in every:
+            for d in deps:
                 remaining[d] = remaining.get(d, 0) + 1
         outs = set(out_keys)
-        for task in tasks:
-            deps = task.dependencies
+        for task, deps in zip(tasks, every):
+            key = task[0] if type(task) is tuple else task.key
             t0 = clock() if prefixes is not None else 0.0
             try:
-                cache[task.key] = _call(task, cache)
+                cache[key] = _call(task, cache)
             except Exception as e:
-                _annotate(e, task.key)
+                _annotate(e, key)
                 raise
             if prefixes is not None:
-                tally = prefixes.setdefault(key_split(task.key), [0, 0.0])
+                tally = prefixes.setdefault(key_split(key), [0, 0.0])
                 tally[0] += 1
                 tally[1] += clock() - t0
             if log and len(log) > len(keys):
-                keys.extend([task.key] * (len(log) - len(keys)))
+                keys.extend([key] * (len(log) - len(keys)))
             for d in deps:
                 r = remaining[d] - 1
                 if r == 0 and d not in outs:
@@ -187,9 +196,64 @@ def _execute(spec: tuple, values: tuple, prefixes: dict | None, record: tuple | 
     return tuple([cache[k] for k in out_keys])
 
 
+def lower(tasks: list) -> list:
+    """``tasks`` as they travel to a worker: each plain ``Task`` lowered to ``(key, func, args,
+    refs)`` (see the module docstring), every other node as it is.
+
+    >>> from dask._task_spec import Task, TaskRef
+    >>> lower([Task("b", max, TaskRef("a"), 3, TaskRef("a"))])
+    [('b', <built-in function max>, ('a', 3, 'a'), (0, 2))]
+    """
+    out = []
+    for t in tasks:
+        if type(t) is not Task or t.kwargs or t.func is execute_subgraph:
+            out.append(t)
+            continue
+        args = t.args
+        refs = []
+        for p, a in enumerate(args):
+            if type(a) is TaskRef:
+                refs.append(p)
+            elif isinstance(a, (GraphNode, TaskRef)):
+                break  # a nested node (or a ref of another kind): the task as it is
+        else:
+            if refs:
+                plain = list(args)
+                for p in refs:
+                    plain[p] = args[p].key
+                out.append((t.key, t.func, tuple(plain), tuple(refs)))
+            else:
+                out.append((t.key, t.func, args, ()))
+            continue
+        out.append(t)
+    return out
+
+
+def task_key(task: Any) -> Any:
+    """The key of a task as it travels: a node's ``key``, a lowered tuple's first item."""
+    return task[0] if type(task) is tuple else task.key
+
+
+def _dependencies(task: Any) -> Any:
+    """The keys a task (a node, or a lowered tuple) reads, each once."""
+    if type(task) is not tuple:
+        return task.dependencies
+    _, _, args, refs = task
+    if len(refs) < 2:
+        return [args[p] for p in refs]
+    return {args[p] for p in refs}
+
+
 def _call(task: Any, cache: dict, values: dict | None = None) -> Any:
     """Run one task on the group's ``cache``: ``values`` is what it is called with when given
     (a mapping of just its inputs), else a mapping of its dependencies is made for it."""
+    if type(task) is tuple:  # lowered: Task.__call__ on plain arguments and refs
+        _, func, args, refs = task
+        if refs:
+            args = list(args)
+            for p in refs:
+                args[p] = cache[args[p]]
+        return func(*args)
     if type(task) is Task and task.func is execute_subgraph:
         return _subgraph(task, cache)
     return task(values if values is not None else {d: cache[d] for d in task.dependencies})
