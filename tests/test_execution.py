@@ -195,6 +195,21 @@ def test_plain_tasks_travel_lowered_and_run_as_dask_runs_them(spy):
     assert all(type(travelled[k]) is not tuple for k in travelled if k in "cdeg")
 
 
+def test_fused_blockwise_tasks_travel_lowered(spy):
+    """dask's blockwise-fused tasks (``_execute_subgraph``) travel as ``run_subgraph`` tuples
+    with their inner tasks lowered (nested fused tasks too), and give dask's result."""
+    from daskray.worker import run_subgraph
+
+    x = da.arange(1600.0, chunks=100).reshape(40, 40).rechunk(10)
+    y = ((x + 1) * 0.37).map_blocks(np.round, decimals=1) - x.T
+    np.testing.assert_array_equal(y.compute(scheduler=daskray.get), y.compute(scheduler="sync"))
+    travelled = [t for _, _, spec, _ in spy.calls for t in spec[0]]
+    fused = [t for t in travelled if type(t) is tuple and t[1] is run_subgraph]
+    assert fused
+    inner = [n for t in fused for n in t[2][0].values()]
+    assert any(type(n) is tuple for n in inner)
+
+
 def test_a_lowered_task_names_its_key_when_it_fails(ray_ctx):
     dsk = {"a": Task("a", add1, 1), "b": Task("b", operator.truediv, TaskRef("a"), 0)}
     with pytest.raises(ZeroDivisionError) as info:

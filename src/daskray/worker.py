@@ -198,7 +198,8 @@ def _execute(spec: tuple, values: tuple, prefixes: dict | None, record: tuple | 
 
 def lower(tasks: list) -> list:
     """``tasks`` as they travel to a worker: each plain ``Task`` lowered to ``(key, func, args,
-    refs)`` (see the module docstring), every other node as it is.
+    refs)`` (see the module docstring), a fused blockwise task to ``(key, run_subgraph, (inner
+    tasks lowered, outkey, inkeys, *args), refs)``, every other node as it is.
 
     >>> from dask._task_spec import Task, TaskRef
     >>> lower([Task("b", max, TaskRef("a"), 3, TaskRef("a"))])
@@ -206,10 +207,17 @@ def lower(tasks: list) -> list:
     """
     out = []
     for t in tasks:
-        if type(t) is not Task or t.kwargs or t.func is execute_subgraph:
+        if type(t) is not Task or t.kwargs:
             out.append(t)
             continue
-        args = t.args
+        func, args = t.func, t.args
+        if func is execute_subgraph:  # fused blockwise: its inner tasks lowered too
+            if type(args[0]) is not dict:
+                out.append(t)
+                continue
+            inner = args[0]
+            func = run_subgraph
+            args = (dict(zip(inner, lower(list(inner.values())))), *args[1:])
         refs = []
         for p, a in enumerate(args):
             if type(a) is TaskRef:
@@ -221,9 +229,9 @@ def lower(tasks: list) -> list:
                 plain = list(args)
                 for p in refs:
                     plain[p] = args[p].key
-                out.append((t.key, t.func, tuple(plain), tuple(refs)))
+                out.append((t.key, func, tuple(plain), tuple(refs)))
             else:
-                out.append((t.key, t.func, args, ()))
+                out.append((t.key, func, args, ()))
             continue
         out.append(t)
     return out
@@ -276,6 +284,18 @@ def _subgraph(task: Task, values: dict) -> Any:
             cache[k] = a({d: values[d] for d in a.dependencies})
         else:
             cache[k] = a
+    return _walk(inner, outkey, cache)
+
+
+def run_subgraph(inner: dict, outkey: Any, inkeys: Any, *args: Any) -> Any:
+    """A fused blockwise task as it travels lowered (:func:`lower`): ``inner`` its lowered
+    tasks, ``args`` the values of ``inkeys``; run as :func:`_subgraph` runs it."""
+    return _walk(inner, outkey, dict(zip(inkeys, args)))
+
+
+def _walk(inner: dict, outkey: Any, cache: dict) -> Any:
+    """Run the inner tasks ``outkey`` needs, depth first from it, on ``cache`` (which holds
+    the subgraph's inputs)."""
     order = []
     stack = [(outkey, False)]
     while stack:
@@ -285,12 +305,11 @@ def _subgraph(task: Task, values: dict) -> Any:
         elif key not in cache:
             cache[key] = None  # visited
             stack.append((key, True))
-            for d in inner[key].dependencies:
+            for d in _dependencies(inner[key]):
                 if d not in cache:
                     stack.append((d, False))
     for key in order:
-        node = inner[key]
-        cache[key] = node({d: cache[d] for d in node.dependencies})
+        cache[key] = _call(inner[key], cache)
     return cache[outkey]
 
 
