@@ -5,5 +5,5 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh" test
 .venv/bin/python -c "import daskray._graph._core as m; print('compiled core:', m.__file__)"
-.venv/bin/python -m pytest "$@"
-DASKRAY_NO_EXTENSIONS=1 .venv/bin/python -m pytest tests -q "$@"
+.venv/bin/python -m pytest --durations=15 "$@"
+DASKRAY_NO_EXTENSIONS=1 .venv/bin/python -m pytest tests -q --durations=15 "$@"
