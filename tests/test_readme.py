@@ -8,6 +8,7 @@ import os
 import re
 
 import dask
+import pytest
 
 README = os.path.join(os.path.dirname(__file__), "..", "README.md")
 
@@ -63,6 +64,9 @@ def _commands() -> list[list[str]]:
     return out
 
 
+# the README's commands as a user runs them (demo beside ray_dask_get, bench, tune, info):
+# two minutes, nothing specific to the graph core, so CI runs it once (compiled-core pass)
+@pytest.mark.once
 def test_readme_commands_run(ray_ctx, tmp_path, monkeypatch, capsys):
     """Each command of the README runs (at a small scale: ``--scale`` given last wins)."""
     from daskray import cli
