@@ -11,9 +11,10 @@ returned, with the key of the task that raised it, as one extra small value -- t
 *status*, which the driver fetches for every Ray task (see :mod:`daskray._ray`) and re-emits.
 In-process (``debug=True``, the driver's own groups) warnings simply propagate.
 
-Most tasks travel *lowered* (:func:`lower`): a plain ``Task`` -- no keyword arguments, not a
-fused subgraph, its arguments values or ``TaskRef``s -- becomes the tuple ``(key, func, args,
-refs)``, ``args`` with each ref's key in its place and ``refs`` the positions of those keys. A
+Most tasks travel *lowered* (:func:`lower`): a plain ``Task`` -- no keyword arguments, its
+arguments values or ``TaskRef``s -- becomes the tuple ``(key, func, args, refs)``, ``args``
+with each ref's key in its place and ``refs`` the positions of those keys; a fused blockwise
+task becomes such a tuple of :func:`run_subgraph`, its inner tasks lowered alike. A
 tuple of plain values pickles in C; a ``Task`` object pickles and unpickles through
 Python-level ``__getstate__``/``__setstate__`` (about 7 and 17 µs a task: most of the cost of a
 million tiny tasks). :func:`_call` runs it as ``Task.__call__`` would.
