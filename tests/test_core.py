@@ -22,6 +22,7 @@ from daskray._graph import NO_EXTENSIONS, _pure
 from daskray._graph._common import (
     BLOCK_FUSION,
     PACK_ALONE,
+    PASS_THROUGH,
     CycleError,
     GraphError,
     InvalidKeyError,
@@ -1306,7 +1307,9 @@ def plan_args(draw):
     flags = draw(
         st.none()
         | st.lists(
-            st.sampled_from([0, 0, 0, 0, BLOCK_FUSION, PACK_ALONE, BLOCK_FUSION | PACK_ALONE]),
+            st.sampled_from(
+                [0, 0, 0, 0, BLOCK_FUSION, PACK_ALONE, BLOCK_FUSION | PACK_ALONE, PASS_THROUGH]
+            ),
             min_size=n,
             max_size=n,
         )
@@ -1323,7 +1326,9 @@ def prioritized_plan_args(draw):
     n = len(args[0])
     priorities = draw(st.none() | st.lists(st.integers(-3, 3), min_size=n, max_size=n))
     parallelism = draw(st.sampled_from([0, 0, 1, 2, 4]))
-    return (*args, priorities, parallelism)
+    cpus = draw(st.sampled_from([0, 1, 2]))
+    task_weight = draw(st.sampled_from([0, 1, 5, 20]))
+    return (*args, priorities, parallelism, cpus, task_weight)
 
 
 HYPOTHESIS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -1360,7 +1365,7 @@ def test_random_dag_invariants(args):
 @HYPOTHESIS
 @given(prioritized_plan_args())
 def test_parity_random_dag(args):
-    names, deps, targets, weights, classes, flags, gw, sf, bw, prio, par = args
+    names, deps, targets, weights, classes, flags, gw, sf, bw, prio, par, cpus, tw = args
     r_core = _core.intern(names, deps)
     r_pure = _pure.intern(names, deps)
     assert r_core == r_pure
@@ -1374,6 +1379,8 @@ def test_parity_random_dag(args):
         bundle_weight=bw,
         priorities=prio,
         parallelism=par,
+        cpus=cpus,
+        task_weight=tw,
     )
     p_core = _core.plan(names, indptr, indices, targets, opts)
     p_pure = _pure.plan(names, indptr, indices, targets, opts)
@@ -1455,7 +1462,7 @@ def test_levels_keep_classes_and_blocked_nodes_apart(core):
     names, index, indptr, indices, tids = build(core, graph, ["top"])
     classes = [i % 2 for i in range(len(names))]
     flags = [BLOCK_FUSION if i % 7 == 0 else 0 for i in range(len(names))]
-    opts = PlanOptions(group_weight=100, classes=classes, flags=flags, parallelism=2)
+    opts = PlanOptions(group_weight=100, classes=classes, flags=flags, parallelism=2, task_weight=5)
     p = core.plan(names, indptr, indices, tids, opts)
     check_plan(p, indptr, indices, tids, classes=classes, flags=flags)
     assert p.ngroups < len(names) // 2
@@ -1471,7 +1478,7 @@ def test_levels_never_pack_a_pack_alone_group(core):
     opts = PlanOptions(group_weight=100, flags=flags, parallelism=2)
     packed = core.plan(names, indptr, indices, tids, opts)
     check_plan(packed, indptr, indices, tids)
-    assert packed.ngroups < loose.ngroups // 2  # the rest is packed
+    assert packed.ngroups <= loose.ngroups // 2  # the rest is packed
     for v in range(len(names)):
         if flags[v] and loose.group_of[v] != -1:
             alone = sorted(loose.group(loose.group_of[v])[0])
@@ -1486,6 +1493,84 @@ def test_levels_off_without_fusion_or_parallelism(core):
     assert a == b
     c = core.plan(names, indptr, indices, tids, PlanOptions(group_weight=1, parallelism=8))
     assert c.ngroups == len(c.order)
+
+
+def _lattice(n: int) -> dict:
+    """``(i, j)`` reads ``(i - 1, j)`` and ``(i, j - 1)``: a wavefront of 2n - 1 levels."""
+    return {
+        (i, j): tuple(d for d in ((i - 1, j), (i, j - 1)) if min(d) >= 0)
+        for i in range(n)
+        for j in range(n)
+    }
+
+
+def _depth(plan, indptr, indices) -> int:
+    return max(_group_levels_of(plan, indptr, indices).values()) + 1
+
+
+def test_bands_tile_a_lattice(core):
+    """
+    (0,0) ─> (0,1) ─> ...        a 40 x 40 wavefront: 79 levels of at most 40 tiny tasks.
+      │        │                  Level by level it is 79 dependent rounds of Ray tasks;
+      v        v                  bands of levels cut into segments make tiles, a few
+    (1,0) ─> (1,1) ─> ...        dozen, that still run side by side
+    """
+    names, index, indptr, indices, tids = build(core, _lattice(40), [(39, 39)])
+    opts = PlanOptions(group_weight=600, parallelism=8, cpus=2, task_weight=60)
+    p = core.plan(names, indptr, indices, tids, opts)
+    check_plan(p, indptr, indices, tids)
+    check_group_weights(p, default_weights(indptr), 600)
+    levels_only = core.plan(names, indptr, indices, tids, replace(opts, task_weight=0))
+    assert _depth(levels_only, indptr, indices) >= 79  # no taller band pays without a task cost
+    assert p.ngroups <= 60
+    assert _depth(p, indptr, indices) <= 30
+    per_level: dict[int, int] = {}
+    for lv in _group_levels_of(p, indptr, indices).values():
+        per_level[lv] = per_level.get(lv, 0) + 1
+    assert max(per_level.values()) >= 2  # tiles side by side, not one chain
+
+
+def test_bands_weigh_a_ray_tasks_cost(core):
+    """The dearer a Ray task, the fewer groups: the list schedule trades them against the
+    heaviest path."""
+    graph = _layered(12, 48, 2, seed=4)
+    names, index, indptr, indices, tids = build(core, graph, ["top"])
+    counts = []
+    for task_weight in (0, 20, 400):
+        opts = PlanOptions(group_weight=300, parallelism=8, cpus=2, task_weight=task_weight)
+        p = core.plan(names, indptr, indices, tids, opts)
+        check_plan(p, indptr, indices, tids)
+        counts.append(p.ngroups)
+    assert counts[0] > counts[1] > counts[2]
+
+
+def test_clusters_stop_at_fanout_squared_nodes(core):
+    """In a lattice every input has 2 readers: unbounded, clusters would grow into a few
+    blobs of ``group_weight`` that run one after another; they stop at 16 nodes."""
+    names, index, indptr, indices, tids = build(core, _lattice(30), [(29, 29)])
+    p = core.plan(names, indptr, indices, tids, PlanOptions(group_weight=1000))
+    check_plan(p, indptr, indices, tids)
+    sizes = [len(p.group(g)[0]) for g in range(p.ngroups)]
+    assert max(sizes) < 2 * 30  # the largest: the border chains the trees fuse
+    assert sum(1 for s in sizes if 4 < s <= 16) >= 5  # clusters, none past 16 nodes
+
+
+def test_a_lone_pass_through_node_is_never_packed(core):
+    """
+    s ─┬─> a0  a1 ... a7        an alias of one key (PASS_THROUGH) costs nothing alone:
+       └─> t0  t1 ... t7        the eight aliases stay alone, the eight tasks are packed
+    """
+    graph = {"s": ()}
+    graph.update({f"a{i}": ("s",) for i in range(8)})
+    graph.update({f"t{i}": ("s",) for i in range(8)})
+    names, index, indptr, indices, tids = build(core, graph, [k for k in graph if k != "s"])
+    flags = [PASS_THROUGH if n.startswith("a") else 0 for n in names]
+    opts = PlanOptions(group_weight=100, split_fanout=0, flags=flags, parallelism=2, cpus=2)
+    p = core.plan(names, indptr, indices, tids, replace(opts, task_weight=10))
+    check_plan(p, indptr, indices, tids, flags=flags)
+    for i in range(8):
+        assert list(p.group(p.group_of[index[f"a{i}"]])[0]) == [index[f"a{i}"]]
+    assert len({p.group_of[index[f"t{i}"]] for i in range(8)}) <= 2
 
 
 def test_priorities_put_ready_groups_first(core):

@@ -10,6 +10,7 @@ import os
 from ._common import (
     BLOCK_FUSION,
     PACK_ALONE,
+    PASS_THROUGH,
     CycleError,
     GraphError,
     InvalidKeyError,
@@ -37,6 +38,7 @@ __all__ = [
     "InvalidKeyError",
     "MissingDependencyError",
     "PACK_ALONE",
+    "PASS_THROUGH",
     "Plan",
     "PlanOptions",
     "intern",

@@ -19,6 +19,7 @@ __all__ = [
     "InvalidKeyError",
     "MissingDependencyError",
     "PACK_ALONE",
+    "PASS_THROUGH",
     "Plan",
     "PlanOptions",
     "checked_targets",
@@ -33,6 +34,10 @@ BLOCK_FUSION = 1
 #: ``flags`` bit: the node's group is never packed with others of its level (a heavy value, such
 #: as an exchange's map or reducer: Ray holds a task's arguments in its object store together).
 PACK_ALONE = 2
+#: ``flags`` bit: the node costs nothing when it is its group's only member (an alias of one
+#: key: its target's ref is handed on, no Ray task runs), so such a group is never packed
+#: or bundled with others.
+PASS_THROUGH = 4
 
 _SHOWN = 10  # how many dependents an error message lists before it says "and N more"
 
@@ -128,13 +133,17 @@ class PlanOptions:
     weights, classes, flags : sequence of int, optional
         Per node: estimated cost (default: 1 + its number of dependencies), fusion class (nodes
         of different classes never share a group; default 0) and flag bits (``BLOCK_FUSION``,
-        ``PACK_ALONE``).
+        ``PACK_ALONE``, ``PASS_THROUGH``).
     priorities : sequence of int, optional
         Per node (dask's ``priority`` annotation): among groups ready at the same point of the
         group order, those holding a higher priority come first.
     parallelism : int
         How many groups should be runnable at once (``groups-per-cpu`` x CPUs): a level of the
         group graph holding more groups than this is packed down to it (``<= 0``: never).
+    cpus, task_weight : int
+        With ``parallelism``: the CPUs a plan runs on (``<= 0``: ``parallelism``) and the cost
+        of one Ray task in weight units; the bands of levels packed together are those whose
+        groups a list schedule on ``cpus`` CPUs finishes soonest.
     """
 
     group_weight: int = 1
@@ -146,6 +155,8 @@ class PlanOptions:
     flags: Sequence[int] | None = None
     priorities: Sequence[int] | None = None
     parallelism: int = 0
+    cpus: int = 0
+    task_weight: int = 0
 
 
 def per_node(values, n: int, what: str, typed: bool = True):

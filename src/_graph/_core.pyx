@@ -16,7 +16,7 @@ its own file included here, each a function with the name of its twin in ``_pure
 ``split.pxi``      ``_split_groups``: a fan-out runs with its dependents
 ``clusters.pxi``   ``_clusters``: small groups of nodes sharing inputs
 ``trees.pxi``      ``_trees``: trees, their packing into groups, bundles
-``levels.pxi``     ``_merge_levels``: independent groups of a level packed
+``levels.pxi``     ``_merge_levels``: bands of levels cut into segments
 ``numbering.pxi``  ``_number_groups``: a topological order of the groups
 ``csr.pxi``        ``_plan_csr``: members, inputs and outputs of every group
 =================  ==============================================================
@@ -66,7 +66,9 @@ whose value leaves it. A cycle of groups would then be a cycle of nodes. Four sh
   dependents runs with them, and they with their other readers: block ``(i, j)`` of
   ``x + x.T`` reads blocks ``(i, j)`` and ``(j, i)``, and so does block ``(j, i)``, so the two
   sources and their two readers form one cluster whose 2 MB blocks never leave it (chains
-  hanging below a member join too). Clusters stop growing at ``group_weight``; one that would
+  hanging below a member join too). Clusters stop growing at ``group_weight``, and at
+  ``cluster_fanout`` squared nodes (a few inputs shared by a few readers: past that the
+  cluster is a mesh, such as a lattice, and would grow into long sequential blobs); one that would
   read a value computed from its own members (an outside dependency later in the order than
   its first member) is not made; clusters without outside inputs are bundled per class, up to
   ``bundle_weight``::
@@ -107,22 +109,34 @@ Linear chains are trees with one child per node. Nodes of different ``classes`` 
 Ray options) are never grouped together, and a ``BLOCK_FUSION`` flag keeps a node alone.
 ``group_weight <= 1`` turns fusion off (one group per node).
 
-Levels
-------
+Levels and bands
+----------------
 What the four shapes leave is a graph of groups, acyclic by construction; on DAGs of other
 shapes (edges reaching across layers, lattices, halo exchanges) many of its groups hold one
 node. Groups at the same *top level* of the group graph (the longest path to them from a group
 without inputs) never depend on each other, directly or not: every edge climbs at least one
-level. Any merge among the groups of one level therefore keeps the group graph acyclic, and so
-do such merges in every level at once. A level, per class, of more groups than ``parallelism``
-(``groups-per-cpu`` x CPUs: what should be runnable at once) is packed into
-``max(parallelism, its weight / group_weight)`` groups of about equal weight, taking the groups
-in the order of their first members (neighbours in ``order`` share inputs). This is the
-level-wise clustering step of acyclic DAG partitioners (Herrmann et al., "Multilevel algorithms
-for acyclic partitioning of directed acyclic graphs", 2019) applied to the group graph: a
-random layered DAG of 12,000 tiny tasks goes from 4,156 groups to 93, and a level of many
-ready groups still offers ``parallelism`` of them at once. A group holding a ``PACK_ALONE``
-node (a heavy value: an exchange's map or reducer) is never packed.
+level, so any merge among the groups of one level keeps the group graph acyclic -- the
+level-wise clustering step of acyclic DAG partitioners (Herrmann, Özkaya, Uçar, Kaya,
+Çatalyürek, "Multilevel algorithms for acyclic partitioning of directed acyclic graphs", SIAM J.
+Sci. Comput. 2019). Their partitioners' other tool is a topological order cut into contiguous
+parts: every edge runs forward, so the parts' graph is acyclic too. ``_merge_levels`` does both
+at once: the group graph is cut into *bands* of ``h`` levels, walked band by band in a
+topological order (earliest first member first), and each band's stretches of one class are
+cut into contiguous segments of about equal weight -- at least ``weight / group_weight`` of
+them, and up to a cap of segments (``parallelism``, or ``cpus``) as long as each carries a Ray
+task's cost (``task_weight``) of work. A band of one level (``h`` = 1) is a level: its groups
+are independent, so all groups of one class form one stretch; in taller bands a group of
+another class, or one that must stay alone, ends a stretch.
+
+Which ``h`` (1, 2, 4, ... up to the depth of the group graph) and which cap? Each candidate's
+groups are list-scheduled (Graham) on ``cpus`` CPUs, each costing ``task_weight`` more than
+its members, and the one finishing soonest is kept: Brent's bound (run time <= work / CPUs +
+the heaviest path) is what the schedule trades, fewer Ray tasks against a longer heaviest
+path. A 100 x 100 wavefront lattice of tiny tasks goes from 1,754 groups in 236 dependent
+levels (each level packed on its own) to 92 tiles in 44; a random layered DAG of 12,000 tiny
+tasks from 95 groups to 27. A group holding a ``PACK_ALONE`` node (a heavy value: an exchange's
+map or reducer), or ``BLOCK_FUSION``, or that is one ``PASS_THROUGH`` node (an alias, which
+costs nothing alone), is never packed.
 
 Numbering and the plan
 ----------------------
@@ -142,6 +156,7 @@ from libc.string cimport memset
 from ._common import (
     BLOCK_FUSION,
     PACK_ALONE,
+    PASS_THROUGH,
     Plan,
     PlanOptions,
     checked_targets,
@@ -157,6 +172,7 @@ ctypedef long long i64
 
 cdef i64 BLOCK = BLOCK_FUSION
 cdef i64 ALONE = PACK_ALONE
+cdef i64 PASS = PASS_THROUGH
 cdef array _I64 = array("q")
 
 
@@ -296,6 +312,7 @@ def plan(list names, indptr, indices, targets, options=None):
         _clusters(w, opts.cluster_fanout, group_weight, bundle_weight)
     _trees(w, fuse, group_weight, bundle_weight)
     if fuse and opts.parallelism > 0:
-        _merge_levels(w, opts.parallelism, group_weight)
+        _merge_levels(w, opts.parallelism, group_weight,
+                      opts.cpus if opts.cpus > 0 else opts.parallelism, opts.task_weight)
     cdef _Buf newid = _number_groups(w, priorities)
     return _plan_csr(w, names, newid.p, tgt)

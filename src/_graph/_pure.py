@@ -15,6 +15,7 @@ from array import array
 from ._common import (
     BLOCK_FUSION,
     PACK_ALONE,
+    PASS_THROUGH,
     Plan,
     PlanOptions,
     checked_targets,
@@ -193,7 +194,8 @@ def plan(names, indptr, indices, targets, options=None):
         _clusters(w, opts.cluster_fanout, group_weight, bundle_weight)
     _trees(w, fuse, group_weight, bundle_weight)
     if fuse and opts.parallelism > 0:
-        _merge_levels(w, opts.parallelism, group_weight)
+        cpus = opts.cpus if opts.cpus > 0 else opts.parallelism
+        _merge_levels(w, opts.parallelism, group_weight, cpus, opts.task_weight)
     newid = _number_groups(w, priorities)
     return _plan_csr(w, names, newid, tgt)
 
@@ -390,14 +392,16 @@ def _clusters(w, fanout, group_weight, bundle_weight):
     up = list(range(n))
     cw = list(w.weights)
     incl = [0] * n
-    _cluster_roots(w, fanout, group_weight, up, cw, incl)
+    _cluster_roots(w, fanout, group_weight, up, cw, [1] * n, incl)
     _cluster_groups(w, bundle_weight, up, cw, incl)
 
 
-def _cluster_roots(w, fanout, group_weight, up, cw, incl):
+def _cluster_roots(w, fanout, group_weight, up, cw, cn, incl):
     """Union the nodes whose dependencies each have 2 to ``fanout`` dependents with those
-    dependencies, then the chains hanging below a member; ``cw`` is a root's weight, ``incl``
-    marks the members."""
+    dependencies, then the chains hanging below a member; ``cw`` is a root's weight, ``cn``
+    its number of nodes, ``incl`` marks the members. A union past ``fanout`` squared nodes
+    (a few inputs shared by a few readers) is not made: that is a mesh, such as a lattice,
+    whose clusters would grow into long sequential blobs; the bands cut it instead."""
     order = w.order
     indptr = w.indptr
     indices = w.indices
@@ -431,6 +435,7 @@ def _cluster_roots(w, fanout, group_weight, up, cw, incl):
         roots[0] = rd
         nr = 1
         total = cw[rd]
+        count = cn[rd]
         for p in range(indptr[d], indptr[d + 1]):
             r = _find(up, indices[p])
             seen = False
@@ -442,11 +447,13 @@ def _cluster_roots(w, fanout, group_weight, up, cw, incl):
                 roots[nr] = r
                 nr += 1
                 total += cw[r]
-        if total > group_weight:
+                count += cn[r]
+        if total > group_weight or count > fanout * fanout:
             continue
         for j in range(1, nr):
             up[roots[j]] = rd
         cw[rd] = total
+        cn[rd] = count
         incl[d] = 1
         for p in range(indptr[d], indptr[d + 1]):
             incl[indices[p]] = 1
@@ -637,9 +644,10 @@ def _trees(w, fuse, group_weight, bundle_weight):
             and pieces.pend_w[u] < bundle_weight
             and (w.dcount[u] == 0 or not pieces.ext[u])
             and not w.flags[u] & BLOCK_FUSION
+            and not (w.flags[u] & PASS_THROUGH and pieces.tail[u] == u)
         ):
             # bundle: small sink pieces (nothing depends on them) or small source pieces
-            # (nothing flows into them), per class
+            # (nothing flows into them), per class; a lone pass-through node stays alone
             k = (w.classes[u], w.dcount[u] != 0)
             if k in bin_head and bin_w[k] + pieces.pend_w[u] > bundle_weight:  # would overfill
                 pieces.close(bin_head.pop(k))
@@ -754,12 +762,16 @@ def _group_levels(ng, gptr, gsucc):
     return level
 
 
-def _merge_levels(w, parallelism, group_weight):
-    """Levels: groups of one top level never depend on each other, so any merge among them
-    keeps the group graph acyclic. A level (per class) of more than ``parallelism`` groups is
-    packed, in order of their first members, into ``max(parallelism, weight / group_weight)``
-    groups of about equal weight; groups holding a ``BLOCK_FUSION`` or ``PACK_ALONE`` node stay
-    alone."""
+def _merge_levels(w, parallelism, group_weight, cpus, task_weight):
+    """Bands: groups of one top level never depend on each other, so any merge among them
+    keeps the group graph acyclic; a band of ``h`` levels, cut along a topological order into
+    contiguous segments, keeps it acyclic too (every edge runs forward in that order). For
+    ``h`` = 1, 2, 4, ... up to the depth of the group graph, and at most ``parallelism`` or
+    ``cpus`` segments per band, each band (per class) is cut into segments of about equal
+    weight (:func:`_cut_bands`); the cut whose groups a list schedule on ``cpus`` CPUs runs
+    soonest, each group costing ``task_weight`` more than its members, wins
+    (:func:`_makespan`); groups holding a ``BLOCK_FUSION`` or ``PACK_ALONE`` node, and
+    groups of one ``PASS_THROUGH`` node, stay alone."""
     ng = w.ng
     m = w.m
     order = w.order
@@ -768,41 +780,125 @@ def _merge_levels(w, parallelism, group_weight):
     first = [m] * ng
     gk = [0] * ng
     blocked = [0] * ng
+    size = [0] * ng
     for i in range(m):
         v = order[i]
         g = gid[v]
         gw[g] += w.weights[v]
+        size[g] += 1
         if first[g] == m:
             first[g] = i
             gk[g] = w.classes[v]
         if w.flags[v] & (BLOCK_FUSION | PACK_ALONE):
             blocked[g] = 1
+    for g in range(ng):
+        if size[g] == 1 and w.flags[order[first[g]]] & PASS_THROUGH:
+            blocked[g] = 1
     gptr, gsucc = _transpose(w.indptr, w.indices, order, gid, ng)
     level = _group_levels(ng, gptr, gsucc)
-    runs = sorted((level[g], gk[g], first[g], g) for g in range(ng) if not blocked[g])
+    depth = max(level, default=0) + 1
+    best = None
+    for cap in sorted({parallelism, max(1, min(cpus, parallelism))}, reverse=True):
+        h = 1
+        while True:
+            rep = _cut_bands(
+                ng, gptr, gsucc, level, h, gw, gk, first, blocked, cap, group_weight, task_weight
+            )
+            cost = _makespan(ng, gptr, gsucc, rep, gw, first, cpus, task_weight)
+            if best is None or cost < best[0]:
+                best = (cost, rep)
+            if h >= depth:
+                break
+            h *= 2
+    _renumber(w, best[1])
+
+
+def _cut_bands(ng, gptr, gsucc, level, h, gw, gk, first, blocked, cap, group_weight, task_weight):
+    """Every group's representative when the group graph is cut into bands of ``h`` top levels:
+    a topological order, band by band (earliest first member first), each band's stretches of
+    one class (and no ``blocked`` group) cut into contiguous segments (:func:`_pack_level`);
+    with ``h`` = 1 a level's groups are independent, so each class is one stretch."""
+    deg = [0] * ng
+    for q in range(gptr[ng]):
+        deg[gsucc[q]] += 1
+    heap = [(level[g] // h, first[g], g) for g in range(ng) if deg[g] == 0]
+    heapq.heapify(heap)
+    seq = []
+    while heap:
+        g = heapq.heappop(heap)[2]
+        seq.append(g)
+        for q in range(gptr[g], gptr[g + 1]):
+            x = gsucc[q]
+            deg[x] -= 1
+            if deg[x] == 0:
+                heapq.heappush(heap, (level[x] // h, first[x], x))
     rep = list(range(ng))
     start = 0
-    while start < len(runs):
+    while start < ng:
+        band = level[seq[start]] // h
         end = start
-        total = 0
-        while end < len(runs) and runs[end][:2] == runs[start][:2]:
-            total += gw[runs[end][3]]
+        while end < ng and level[seq[end]] // h == band:
             end += 1
-        k = max(parallelism, (total + group_weight - 1) // group_weight)
-        if end - start > k:
-            _pack_level(runs, start, end, total, k, gw, rep)
+        run = seq[start:end]
+        if h == 1:  # a level: its groups never depend on each other
+            run = sorted((g for g in run if not blocked[g]), key=gk.__getitem__)
+        i = 0
+        while i < len(run):
+            j = i
+            while j < len(run) and not blocked[run[j]] and gk[run[j]] == gk[run[i]]:
+                j += 1
+            if j > i:
+                total = sum(gw[g] for g in run[i:j])
+                k = -(-total // group_weight)
+                k = max(k, min(cap, -(-total // task_weight)) if task_weight > 0 else cap)
+                if j - i > k:
+                    _pack_level(run, i, j, total, k, gw, rep)
+            i = max(j, i + 1)
         start = end
-    _renumber(w, rep)
+    return rep
 
 
-def _pack_level(runs, start, end, total, k, gw, rep):
-    # groups runs[start:end] (in order) into k bins by their weight's position in the level;
+def _makespan(ng, gptr, gsucc, rep, gw, first, cpus, task_weight):
+    """When a list schedule on ``cpus`` CPUs finishes the groups merged as ``rep`` says, each
+    costing ``task_weight`` plus its members' weights (ready groups by earliest first member)."""
+    weight = [0] * ng
+    deg = [0] * ng
+    succ: list = [[] for _ in range(ng)]
+    for g in range(ng):
+        r = rep[g]
+        weight[r] += gw[g]
+        for q in range(gptr[g], gptr[g + 1]):
+            x = rep[gsucc[q]]
+            if x != r:
+                succ[r].append(x)
+                deg[x] += 1
+    ready = [(first[r], r) for r in range(ng) if rep[r] == r and deg[r] == 0]
+    heapq.heapify(ready)
+    running: list = []
+    free = max(1, cpus)
+    now = 0
+    while ready or running:
+        while ready and free:
+            r = heapq.heappop(ready)[1]
+            heapq.heappush(running, (now + task_weight + weight[r], r))
+            free -= 1
+        now, r = heapq.heappop(running)
+        free += 1
+        for x in succ[r]:
+            deg[x] -= 1
+            if deg[x] == 0:
+                heapq.heappush(ready, (first[x], x))
+    return now
+
+
+def _pack_level(run, start, end, total, k, gw, rep):
+    # groups run[start:end] (in order) into k bins by their weight's position in the stretch;
     # a group of a bin's weight (total / k) or more stays alone
     acc = 0
     last_bin = -1
     head = -1
     for j in range(start, end):
-        g = runs[j][3]
+        g = run[j]
         b = (acc * k) // total if total > 0 else ((j - start) * k) // (end - start)
         acc += gw[g]
         if gw[g] * k >= total > 0:

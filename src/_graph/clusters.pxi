@@ -16,21 +16,24 @@ cdef void _clusters(_Work w, i64 fanout, i64 group_weight, i64 bundle_weight) ex
     cdef Py_ssize_t n = w.n, i
     cdef _Buf up_b = _Buf(n, 0)
     cdef _Buf cw_b = _Buf(n, 0)
+    cdef _Buf cn_b = _Buf(n, 1)
     cdef _Buf incl_b = _Buf(n, 0)
     cdef i64 *up = up_b.p
     cdef i64 *cw = cw_b.p
     for i in range(n):
         up[i] = i
         cw[i] = w.weights[i]
-    _cluster_roots(w, fanout, group_weight, up, cw, incl_b.p)
+    _cluster_roots(w, fanout, group_weight, up, cw, cn_b.p, incl_b.p)
     _cluster_groups(w, bundle_weight, up, cw, incl_b.p)
 
 
-cdef void _cluster_roots(_Work w, i64 fanout, i64 group_weight, i64 *up, i64 *cw,
+cdef void _cluster_roots(_Work w, i64 fanout, i64 group_weight, i64 *up, i64 *cw, i64 *cn,
                          i64 *incl) except *:
     """Union the nodes whose dependencies each have 2 to ``fanout`` dependents with those
-    dependencies, then the chains hanging below a member; ``cw`` is a root's weight, ``incl``
-    marks the members."""
+    dependencies, then the chains hanging below a member; ``cw`` is a root's weight, ``cn``
+    its number of nodes, ``incl`` marks the members. A union past ``fanout`` squared nodes
+    (a few inputs shared by a few readers) is not made: that is a mesh, such as a lattice,
+    whose clusters would grow into long sequential blobs; the bands cut it instead."""
     cdef i64 *order = w.order
     cdef i64 *indptr = w.indptr
     cdef i64 *indices = w.indices
@@ -42,7 +45,7 @@ cdef void _cluster_roots(_Work w, i64 fanout, i64 group_weight, i64 *up, i64 *cw
     cdef _Buf roots_b = _Buf(fanout + 1, 0)
     cdef i64 *roots = roots_b.p
     cdef Py_ssize_t i, j, nr
-    cdef i64 d, k, c, p, r, rd, rv, u, v, total
+    cdef i64 d, k, c, p, r, rd, rv, u, v, total, count
     cdef bint ok, seen
     for i in range(w.m):
         d = order[i]
@@ -66,6 +69,7 @@ cdef void _cluster_roots(_Work w, i64 fanout, i64 group_weight, i64 *up, i64 *cw
         roots[0] = rd
         nr = 1
         total = cw[rd]
+        count = cn[rd]
         for p in range(indptr[d], indptr[d + 1]):
             r = _find(up, indices[p])
             seen = False
@@ -77,11 +81,13 @@ cdef void _cluster_roots(_Work w, i64 fanout, i64 group_weight, i64 *up, i64 *cw
                 roots[nr] = r
                 nr += 1
                 total += cw[r]
-        if total > group_weight:
+                count += cn[r]
+        if total > group_weight or count > fanout * fanout:
             continue
         for j in range(1, nr):
             up[roots[j]] = rd
         cw[rd] = total
+        cn[rd] = count
         incl[d] = 1
         for p in range(indptr[d], indptr[d + 1]):
             incl[indices[p]] = 1

@@ -112,9 +112,10 @@ cdef void _trees(_Work w, bint fuse, i64 group_weight, i64 bundle_weight) except
         elif (fuse
                 and pieces.pend_w[u] < bundle_weight
                 and (w.dcount[u] == 0 or not pieces.ext[u])
-                and not w.flags[u] & BLOCK):
+                and not w.flags[u] & BLOCK
+                and not (w.flags[u] & PASS and pieces.tail[u] == u)):
             # bundle: small sink pieces (nothing depends on them) or small source pieces
-            # (nothing flows into them), per class
+            # (nothing flows into them), per class; a lone pass-through node stays alone
             k = (w.classes[u], w.dcount[u] != 0)
             if k in bin_head and <i64> bin_w[k] + pieces.pend_w[u] > bundle_weight:  # overfill
                 pieces.close(bin_head.pop(k))

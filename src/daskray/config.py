@@ -52,6 +52,9 @@ DEFAULTS: dict[str, Any] = {
         "profile": None,
         # with a profile: never aim a group at less than this many seconds of work
         "min-duration": 0.005,
+        # what one Ray task costs (seconds): how many levels of a graph of any shape are
+        # packed together is decided by a list schedule that charges it to every group
+        "task-overhead": 0.001,
     },
     "exchange": {
         # run dask's tasks shuffles as one all-to-all (daskray.exchange); False: as dask built

@@ -91,22 +91,27 @@ _key = attrgetter("key")
 
 
 def _flags(nodes: list, types: set) -> list | None:
-    """Per-node core flags (``BLOCK_FUSION``), or None when no node sets any.
+    """Per-node core flags (``BLOCK_FUSION``, ``PASS_THROUGH``), or None when no node sets any.
 
     ``GraphNode.block_fusion`` is a property that only subclasses override, so only nodes of
     such types are asked. A ``DataNode`` holding a Ray ObjectRef (a persisted value) also runs
     alone: its ref is handed to consumers as a task argument, which Ray resolves; inside a
-    fused group it would reach the task as a bare ref.
+    fused group it would reach the task as a bare ref. An ``Alias`` of one key is
+    ``PASS_THROUGH``: alone in its group it costs nothing (``daskray._ray.submit`` hands on its
+    target's ref), packed with other groups it would be a Ray task copying the value.
     """
     base = GraphNode.block_fusion
     special = {t for t in types if t.block_fusion is not base}
     refs = DataNode in types and any(is_object_ref(n.value) for n in nodes if type(n) is DataNode)
-    if not special and not refs:
+    if not special and not refs and Alias not in types:
         return None
+    block, alone = _graph.BLOCK_FUSION, _graph.PASS_THROUGH
     flags = [
-        _graph.BLOCK_FUSION
+        block
         if (type(n) in special and n.block_fusion)
         or (type(n) is DataNode and is_object_ref(n.value))
+        else alone
+        if type(n) is Alias and len(n.dependencies) == 1
         else 0
         for n in nodes
     ]
