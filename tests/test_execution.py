@@ -110,8 +110,34 @@ def test_split_fanout_uses_num_returns(spy):
     )
     multi = [c for c in spy.calls if c[0] > 2]  # the last return is the task's status
     assert multi, [c[0] for c in spy.calls]
-    for num_returns, _, spec, _ in multi:
-        assert len(spec[2]) + 1 == num_returns
+    for num_returns, _, spec, _ in multi:  # one return per output, or per batch of them
+        assert len(spec[2] if spec[4] is None else spec[4]) + 1 == num_returns
+
+
+def test_outputs_read_by_the_same_groups_travel_as_one_object(spy):
+    """A shuffle's map group sends the pieces that one reducer group reads as one batch (one
+    Ray object), not one object per piece; the reducers unpack them."""
+    pdf = pd.DataFrame({"k": np.arange(4000) % 97, "v": np.arange(4000.0)})
+    df = dd.from_pandas(pdf, npartitions=16).shuffle("k", shuffle_method="tasks")
+    with dask.config.set({"daskray.num-cpus": 2}):
+        out = df.compute(scheduler=daskray.get)
+    pd.testing.assert_frame_equal(
+        out.sort_values("v"), pdf.sort_values("v"), check_index_type=False
+    )
+    batched_out = [spec for _, _, spec, _ in spy.calls if spec[4] is not None]
+    batched_in = [spec for _, _, spec, _ in spy.calls if spec[3] is not None]
+    assert batched_out and batched_in
+    for spec in batched_out:  # every output key once, in batches of several
+        flat = [p for w in spec[4] for p in ((w,) if type(w) is int else w)]
+        assert sorted(flat) == list(range(len(spec[2])))
+        assert any(type(w) is tuple and len(w) > 1 for w in spec[4])
+    for spec in batched_in:  # fewer arguments than input keys
+        flat = [p for w in spec[3] for p in ((w,) if type(w) is int else w)]
+        assert sorted(flat) == list(range(len(spec[1])))
+        assert len(spec[3]) < len(spec[1])
+    pieces = sum(len(spec[2]) for spec in batched_out)
+    returns = sum(len(spec[4]) for spec in batched_out)
+    assert returns * 4 <= pieces, (returns, pieces)
 
 
 def test_only_requested_keys_fetched_and_no_refs_left(ray_ctx):
@@ -130,9 +156,9 @@ def test_intermediate_refs_dropped_during_submission(spy, monkeypatch):
     held = []
     real_release = _ray._release
 
-    def release(g, iptr, inputs, last_use, refs, data, target_set):
-        real_release(g, iptr, inputs, last_use, refs, data, target_set)
-        held.append(len(refs))
+    def release(g, iptr, inputs, last_use, refs, data, batched, target_set):
+        real_release(g, iptr, inputs, last_use, refs, data, batched, target_set)
+        held.append(len(refs) + len(batched))
 
     monkeypatch.setattr(_ray, "_release", release)
     dsk = {("c", 0): 0}
@@ -260,3 +286,25 @@ def test_dask_array_fused_chunks_through_daskray(ray_ctx):
     x = da.ones(40_000, chunks=1_000)
     y = ((x + 1) * 3 - x).sum()  # one fused subgraph per chunk
     assert y.compute(scheduler=daskray.get) == y.compute(scheduler="sync") == 40_000 * 5
+
+
+def test_a_group_unpacks_and_packs_batches_as_its_layouts_say():
+    """``(tasks, in_keys, out_keys, in_layout, out_layout)``: an argument that is a batch
+    fills the keys its layout entry names, in that order; returns are laid out alike; the
+    profile sizes one value per key, batches unpacked."""
+    from daskray.worker import run_group, run_group_profiled, run_group_recorded
+
+    tasks = [
+        Task("s", operator.add, TaskRef("a"), TaskRef("c")),
+        Task("d", operator.sub, TaskRef("b"), TaskRef("a")),
+        Task("e", operator.mul, TaskRef("s"), 10),
+    ]
+    spec = (tasks, ["a", "b", "c"], ["s", "d", "e"], [(2, 0), 1], [(2, 0), 1])
+    # the batch (c, a) = (100, 1), then b = 7: s = 101, d = 6, e = 1010
+    assert run_group(spec, (100, 1), 7) == ((1010, 101), 6)
+    assert run_group_recorded(spec, (100, 1), 7) == ((1010, 101), 6, None)
+    *outs, profile, status = run_group_profiled(spec, (100, 1), 7)
+    assert outs == [(1010, 101), 6] and status is None
+    assert len(profile["in_bytes"]) == 3 and len(profile["out_bytes"]) == 3
+    one = (tasks[:1], ["a", "c"], ["s"], [(0, 1)], [0])
+    assert run_group(one, (2, 3)) == 5

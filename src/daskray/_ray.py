@@ -569,17 +569,20 @@ def submit(
     mptr, members = plan.members_ptr, plan.members
     iptr, inputs = plan.inputs_ptr, plan.inputs
     optr, outputs = plan.outputs_ptr, plan.outputs
-    # the last group consuming each input: its ref can be dropped after that submission
-    last_use: dict = {}
+    # the groups consuming each input; the last one's submission drops its ref
+    readers: dict = {}
     for g in range(ng):
         for q in range(iptr[g], iptr[g + 1]):
-            last_use[inputs[q]] = g
+            readers.setdefault(inputs[q], []).append(g)
+    last_use = {i: rs[-1] for i, rs in readers.items()}
     target_set = set(targets)
     refs: dict = {}
     data: dict = {}
+    batched: dict = {}  # node id -> (ref of its batch, node ids of the batch's values)
     frozen = [freeze(o) for o in classes.options]
     in_driver = [bool(o.get(DRIVER)) for o in classes.options]
     of = classes.of
+    plain = _plain_readers(plan, nodes, of, in_driver)
     progress = observer if observer is not None and observer.listens else None
     profiles = observer.profiles if observer is not None else None
     put = ray.put
@@ -614,7 +617,7 @@ def submit(
                 alias = type(node) is Alias and iptr[g + 1] - iptr[g] == 1
                 if alias and inputs[iptr[g]] not in driver.made:
                     refs[i] = ref_of(inputs[iptr[g]])
-                    _release(g, iptr, inputs, last_use, refs, data, target_set)
+                    _release(g, iptr, inputs, last_use, refs, data, batched, target_set)
                     if progress is not None:
                         progress.submitted(g)
                         progress.done(g)
@@ -629,24 +632,34 @@ def submit(
             cls = of[members[m0]] if of is not None else 0
             if in_driver[cls]:
                 driver.add(g, spec, ins, outs, refs, data)
-                _release(g, iptr, inputs, last_use, refs, data, target_set)
+                _release(g, iptr, inputs, last_use, refs, data, batched, target_set)
                 continue
-            spec = (lower(spec[0]), spec[1], spec[2])
+            args, in_layout = _arguments(g, ins, ref_of, batched, driver)
+            slots = _batches(outs, readers, plain, target_set)
+            out_layout = None
+            if len(slots) < len(outs):
+                at = {i: p for p, i in enumerate(outs)}
+                out_layout = [at[s[0]] if len(s) == 1 else tuple(at[i] for i in s) for s in slots]
+            spec = (lower(spec[0]), spec[1], spec[2], in_layout, out_layout)
             name = key_split(names[outs[-1]]) if task_names else None
             prefixes[name] = None
-            args = [ref_of(i) if i not in driver.made else driver.misplaced(g, i) for i in ins]
             if profiles is None:
-                *result, status = _remote(len(outs) + 1, name, frozen[cls]).remote(spec, *args)
+                *result, status = _remote(len(slots) + 1, name, frozen[cls]).remote(spec, *args)
             else:
-                remote = _remote(len(outs) + 2, name, frozen[cls], True)
+                remote = _remote(len(slots) + 2, name, frozen[cls], True)
                 *result, stats, status = remote.remote(spec, *args)
                 profiles.append((g, stats))
             watch.add(status, g)
             if progress is not None:
                 progress.submitted(g)
-            for i, r in zip(outs, result):
-                refs[i] = r
-            _release(g, iptr, inputs, last_use, refs, data, target_set)
+            for s, r in zip(slots, result):
+                if len(s) == 1:
+                    refs[s[0]] = r
+                else:
+                    batch = (r, s)
+                    for i in s:
+                        batched[i] = batch
+            _release(g, iptr, inputs, last_use, refs, data, batched, target_set)
     except BaseException:
         # an interrupt (or any failure) half-way: nothing submitted may run on
         _cancel(watch.take())
@@ -664,12 +677,76 @@ def submit(
     return _Handles(out, watch, driver if driver.groups else None, what)
 
 
-def _release(g, iptr, inputs, last_use, refs, data, target_set):
+def _release(g, iptr, inputs, last_use, refs, data, batched, target_set):
     for q in range(iptr[g], iptr[g + 1]):
         i = inputs[q]
         if last_use[i] == g and i not in target_set:
             refs.pop(i, None)
             data.pop(i, None)
+            batched.pop(i, None)
+
+
+def _plain_readers(plan, nodes: list, of: Any, in_driver: list) -> list:
+    """Per group: whether it must get its inputs one ref each (never batched): a group of a
+    driver class (run by :class:`_DriverGroups`), or a lone ``Alias`` of one input (handed on
+    as that input's ref)."""
+    mptr, members, iptr = plan.members_ptr, plan.members, plan.inputs_ptr
+    out = []
+    for g in range(plan.ngroups):
+        first = members[mptr[g]]
+        out.append(
+            in_driver[of[first] if of is not None else 0]
+            or (
+                mptr[g + 1] - mptr[g] == 1
+                and type(nodes[first]) is Alias
+                and iptr[g + 1] - iptr[g] == 1
+            )
+        )
+    return out
+
+
+def _batches(outs: list, readers: dict, plain: list, target_set: set) -> list:
+    """A group's returns: its outputs, those read by exactly the same groups (none of which
+    needs its inputs one ref each, none a target) in one return together -- one Ray object
+    for what one reducer group reads of a shuffle's map, not one per piece."""
+    slots: list = []
+    by_readers: dict = {}
+    for i in outs:
+        rs = readers.get(i)
+        if i in target_set or rs is None or any(plain[h] for h in rs):
+            slots.append([i])
+            continue
+        key = tuple(rs)
+        k = by_readers.get(key)
+        if k is None:
+            by_readers[key] = len(slots)
+            slots.append([i])
+        else:
+            slots[k].append(i)
+    return slots
+
+
+def _arguments(g: int, ins: list, ref_of: Any, batched: dict, driver: Any) -> tuple:
+    """A Ray-submitted group's arguments -- one ref per input, one per batch of inputs -- and
+    their layout for :func:`daskray.worker.run_group` (None: one ref per input, in order)."""
+    args = []
+    layout: list = []
+    at: dict | None = None
+    seen = set()  # batches passed, by their first value
+    for p, i in enumerate(ins):
+        if i in driver.made:
+            driver.misplaced(g, i)
+        batch = batched.get(i)
+        if batch is None:
+            args.append(ref_of(i))
+            layout.append(p)
+        elif batch[1][0] not in seen:
+            seen.add(batch[1][0])
+            if at is None:
+                at = {x: q for q, x in enumerate(ins)}
+            args.append(batch[0])
+            layout.append(tuple(at[x] for x in batch[1]))
+    return args, (layout if at is not None else None)
 
 
 class _DriverGroups:

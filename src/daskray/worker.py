@@ -2,8 +2,13 @@
 
 A group arrives as ``(tasks, in_keys, out_keys)`` -- dask ``GraphNode`` objects in execution
 order, the keys of the values passed as further arguments (Ray has already resolved the
-ObjectRefs into values), and the keys to return, one value each (``num_returns``). Nothing here
-imports Ray, so the same function runs a plan without it.
+ObjectRefs into values), and the keys to return, one value each (``num_returns``) -- or as
+``(tasks, in_keys, out_keys, in_layout, out_layout)`` when some values travel *batched*: the
+outputs that the same groups read leave as one tuple, one Ray object instead of many (a
+shuffle's map sends its pieces for one reducer group together). A layout has one entry per
+argument (or return): the position of its key in ``in_keys`` (``out_keys``), or a tuple of
+positions for a batch; None means one key each, in order. Nothing here imports Ray, so the same
+function runs a plan without it.
 
 On Ray a group runs *recorded* (:func:`run_group_recorded`): every warning its tasks raise is
 caught (under ``simplefilter("always")``: the driver's filters decide what is shown) and
@@ -85,7 +90,7 @@ def run_group_recorded(spec: tuple, *values: Any) -> tuple:
         warnings.simplefilter("always")
         keys: list = []
         result = _execute(spec, values, None, (log, keys))
-    outs = (result,) if len(spec[2]) == 1 else result
+    outs = (result,) if _returns(spec) == 1 else result
     return (*outs, _status(log, keys))
 
 
@@ -96,7 +101,6 @@ def run_group_profiled(spec: tuple, *values: Any) -> tuple:
     what :mod:`daskray.report` draws and :func:`daskray.tune` learns task durations from."""
     from dask.sizeof import sizeof
 
-    _, _, out_keys = spec
     prefixes: dict = {}
     with warnings.catch_warnings(record=True) as log:
         warnings.simplefilter("always")
@@ -104,16 +108,37 @@ def run_group_profiled(spec: tuple, *values: Any) -> tuple:
         start = time.time()
         result = _execute(spec, values, prefixes, (log, keys))
         end = time.time()
-    outs = (result,) if len(out_keys) == 1 else result
+    outs = (result,) if _returns(spec) == 1 else result
+    layouts = spec[3:] or (None, None)
     profile = {
         "start": start,
         "end": end,
         "pid": os.getpid(),
         "prefixes": prefixes,
-        "in_bytes": [sizeof(v) for v in values],
-        "out_bytes": [sizeof(v) for v in outs],
+        # one entry per key, in the order of in_keys and out_keys, batches unpacked
+        "in_bytes": [sizeof(v) for v in _unbatched(values, layouts[0], len(spec[1]))],
+        "out_bytes": [sizeof(v) for v in _unbatched(outs, layouts[1], len(spec[2]))],
     }
     return (*outs, profile, _status(log, keys))
+
+
+def _returns(spec: tuple) -> int:
+    """How many values a group returns: one per output key, or per entry of its layout."""
+    return len(spec[2]) if len(spec) == 3 or spec[4] is None else len(spec[4])
+
+
+def _unbatched(values: Any, layout: list | None, n: int) -> list:
+    """The ``n`` values of the keys, in key order, from ``values`` laid out as ``layout``."""
+    if layout is None:
+        return list(values)
+    flat: list = [None] * n
+    for v, where in zip(values, layout):
+        if type(where) is int:
+            flat[where] = v
+        else:
+            for p, x in zip(where, v):
+                flat[p] = x
+    return flat
 
 
 #: the warnings registry of re-emitted warnings (what a module's ``__warningregistry__`` is to
@@ -150,7 +175,10 @@ def _status(log: list, keys: list) -> list | None:
 def _execute(spec: tuple, values: tuple, prefixes: dict | None, record: tuple | None = None):
     """The loop of :func:`run_group`; with ``prefixes``, also time each task into it; with
     ``record`` (a ``catch_warnings`` log and a list), name the key of each warning logged."""
-    tasks, in_keys, out_keys = spec
+    tasks, in_keys, out_keys = spec[:3]
+    in_layout, out_layout = spec[3:] or (None, None)
+    if in_layout is not None:
+        values = _unbatched(values, in_layout, len(in_keys))
     cache = dict(zip(in_keys, values))
     log, keys = record if record is not None else (None, None)
     if len(tasks) == 1 and prefixes is None:
@@ -192,6 +220,12 @@ def _execute(spec: tuple, values: tuple, prefixes: dict | None, record: tuple | 
                     del cache[d]
                 else:
                     remaining[d] = r
+    if out_layout is not None:
+        outs = [
+            cache[out_keys[w]] if type(w) is int else tuple([cache[out_keys[p]] for p in w])
+            for w in out_layout
+        ]
+        return outs[0] if len(outs) == 1 else tuple(outs)
     if len(out_keys) == 1:
         return cache[out_keys[0]]
     return tuple([cache[k] for k in out_keys])
