@@ -1328,7 +1328,8 @@ def prioritized_plan_args(draw):
     parallelism = draw(st.sampled_from([0, 0, 1, 2, 4]))
     cpus = draw(st.sampled_from([0, 1, 2]))
     task_weight = draw(st.sampled_from([0, 1, 5, 20]))
-    return (*args, priorities, parallelism, cpus, task_weight)
+    moves = draw(st.none() | st.lists(st.integers(0, 40), min_size=n, max_size=n))
+    return (*args, priorities, parallelism, cpus, task_weight, moves)
 
 
 HYPOTHESIS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -1365,7 +1366,7 @@ def test_random_dag_invariants(args):
 @HYPOTHESIS
 @given(prioritized_plan_args())
 def test_parity_random_dag(args):
-    names, deps, targets, weights, classes, flags, gw, sf, bw, prio, par, cpus, tw = args
+    names, deps, targets, weights, classes, flags, gw, sf, bw, prio, par, cpus, tw, moves = args
     r_core = _core.intern(names, deps)
     r_pure = _pure.intern(names, deps)
     assert r_core == r_pure
@@ -1381,6 +1382,7 @@ def test_parity_random_dag(args):
         parallelism=par,
         cpus=cpus,
         task_weight=tw,
+        move_weights=moves,
     )
     p_core = _core.plan(names, indptr, indices, targets, opts)
     p_pure = _pure.plan(names, indptr, indices, targets, opts)
@@ -1542,6 +1544,33 @@ def test_bands_weigh_a_ray_tasks_cost(core):
         check_plan(p, indptr, indices, tids)
         counts.append(p.ngroups)
     assert counts[0] > counts[1] > counts[2]
+
+
+def _crossing(plan, indptr, indices, sizes) -> int:
+    """What the values read from other groups weigh, each once per reading group."""
+    total = 0
+    for g in range(plan.ngroups):
+        total += sum(sizes[i] for i in plan.group(g)[1])
+    return total
+
+
+def test_bands_keep_heavy_values_inside_groups(core):
+    """With what moving each value costs (``move_weights``, from its estimated bytes), the
+    schedule that picks the bands charges every value a group reads from another: when values
+    are heavy the plan moves fewer of them."""
+    graph = _layered(12, 48, 2, seed=5)
+    names, index, indptr, indices, tids = build(core, graph, ["top"])
+    opts = PlanOptions(group_weight=300, parallelism=8, cpus=2, task_weight=20)
+    light = core.plan(names, indptr, indices, tids, opts)
+    ones = [1] * len(names)
+    moved = [_crossing(light, indptr, indices, ones)]
+    for heavy in (20, 200):
+        p = core.plan(
+            names, indptr, indices, tids, replace(opts, move_weights=[heavy] * len(names))
+        )
+        check_plan(p, indptr, indices, tids)
+        moved.append(_crossing(p, indptr, indices, ones))
+    assert moved[0] > moved[1] >= moved[2], moved
 
 
 def test_clusters_stop_at_fanout_squared_nodes(core):

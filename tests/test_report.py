@@ -243,6 +243,9 @@ def test_tune_measures_and_the_profile_is_used(ray_ctx, tmp_path):
     secs = profile["prefixes"]
     assert secs["spin"] > 0.006 > secs["inc"]  # 8 ms spins, microsecond incs
     assert profile["default"] > 0
+    # the values that left a Ray task (ints, whatever their prefix): their mean size
+    assert profile["sizes"] and set(profile["sizes"]) <= set(secs)
+    assert all(20 <= b <= 100 for b in profile["sizes"].values()), profile["sizes"]
     # by count all 16 share one group; measured, they spread (how far depends on how slow the
     # tiny tasks measured, which a loaded machine changes)
     spread = _spins_per_group(str(path))
@@ -257,11 +260,31 @@ def test_tune_measures_and_the_profile_is_used(ray_ctx, tmp_path):
         ("/nonexistent/profile.json", "cannot be read"),
         ({"prefixes": {"a": -1}}, "not a daskray profile"),
         ({"spin": 1}, "not a daskray profile"),
+        ({"prefixes": {"a": 1}, "sizes": {"a": -5}}, "not a daskray profile"),
+        ({"prefixes": {"a": 1}, "sizes": [1]}, "not a daskray profile"),
     ],
 )
 def test_bad_profiles_are_named(profile, match):
     with pytest.raises(ValueError, match=match):
         planning.load_profile(profile)
+
+
+def test_a_profiles_sizes_keep_heavy_values_inside_groups():
+    """With ``sizes`` in the profile, the bands of the group graph are picked charging every
+    value a group reads from another group its bytes over ``transfer-rate``: a lattice of
+    heavy values (4 MB each, 4 ms to move) is cut with fewer values crossing groups."""
+    dsk, key = bench.lattice(0.16)  # 40 x 40
+    graph = ingest.ingest(dsk, key)
+    timed = {"prefixes": {"lat": 2e-4}, "default": 1e-5}
+    with dask.config.set({"daskray.fusion.profile": timed}):
+        light = planning.make_plan(graph, 2)
+    heavy = {**timed, "sizes": {"lat": 4_000_000}}
+    with dask.config.set({"daskray.fusion.profile": heavy}):
+        assert planning.sizing(graph, 2).moves[graph.index[("lat", 3, 0)]] == 4000
+        plan = planning.make_plan(graph, 2)
+        with dask.config.set({"daskray.fusion.transfer-rate": 1e15}):  # free: as without
+            assert planning.make_plan(graph, 2) == light
+    assert len(plan.inputs) < len(light.inputs)
 
 
 def test_profile_file_must_be_json(tmp_path):

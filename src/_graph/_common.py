@@ -144,6 +144,10 @@ class PlanOptions:
         With ``parallelism``: the CPUs a plan runs on (``<= 0``: ``parallelism``) and the cost
         of one Ray task in weight units; the bands of levels packed together are those whose
         groups a list schedule on ``cpus`` CPUs finishes soonest.
+    move_weights : sequence of int, optional
+        Per node, with ``parallelism``: what moving its value to another group costs, in
+        weight units (from its estimated bytes); that schedule charges it to every group that
+        reads the value from another group, so heavy edges stay inside groups.
     """
 
     group_weight: int = 1
@@ -157,6 +161,7 @@ class PlanOptions:
     parallelism: int = 0
     cpus: int = 0
     task_weight: int = 0
+    move_weights: Sequence[int] | None = None
 
 
 def per_node(values, n: int, what: str, typed: bool = True):

@@ -130,7 +130,8 @@ another class, or one that must stay alone, ends a stretch.
 
 Which ``h`` (1, 2, 4, ... up to the depth of the group graph) and which cap? Each candidate's
 groups are list-scheduled (Graham) on ``cpus`` CPUs, each costing ``task_weight`` more than
-its members, and the one finishing soonest is kept: Brent's bound (run time <= work / CPUs +
+its members -- and, with ``move_weights`` (a value's estimated bytes, from a profile), what
+moving each value it reads from another group costs -- and the one finishing soonest is kept: Brent's bound (run time <= work / CPUs +
 the heaviest path) is what the schedule trades, fewer Ray tasks against a longer heaviest
 path. A 100 x 100 wavefront lattice of tiny tasks goes from 1,754 groups in 236 dependent
 levels (each level packed on its own) to 92 tiles in 44; a random layered DAG of 12,000 tiny
@@ -311,8 +312,11 @@ def plan(list names, indptr, indices, targets, options=None):
     if fuse and opts.cluster_fanout >= 2:
         _clusters(w, opts.cluster_fanout, group_weight, bundle_weight)
     _trees(w, fuse, group_weight, bundle_weight)
+    cdef i64 *moves = NULL
     if fuse and opts.parallelism > 0:
+        if opts.move_weights is not None:
+            moves = w.node_values(opts.move_weights, "move_weights", 0)
         _merge_levels(w, opts.parallelism, group_weight,
-                      opts.cpus if opts.cpus > 0 else opts.parallelism, opts.task_weight)
+                      opts.cpus if opts.cpus > 0 else opts.parallelism, opts.task_weight, moves)
     cdef _Buf newid = _number_groups(w, priorities)
     return _plan_csr(w, names, newid.p, tgt)

@@ -195,7 +195,8 @@ def plan(names, indptr, indices, targets, options=None):
     _trees(w, fuse, group_weight, bundle_weight)
     if fuse and opts.parallelism > 0:
         cpus = opts.cpus if opts.cpus > 0 else opts.parallelism
-        _merge_levels(w, opts.parallelism, group_weight, cpus, opts.task_weight)
+        moves = per_node(opts.move_weights, n, "move_weights")
+        _merge_levels(w, opts.parallelism, group_weight, cpus, opts.task_weight, moves)
     newid = _number_groups(w, priorities)
     return _plan_csr(w, names, newid, tgt)
 
@@ -762,16 +763,17 @@ def _group_levels(ng, gptr, gsucc):
     return level
 
 
-def _merge_levels(w, parallelism, group_weight, cpus, task_weight):
+def _merge_levels(w, parallelism, group_weight, cpus, task_weight, moves):
     """Bands: groups of one top level never depend on each other, so any merge among them
     keeps the group graph acyclic; a band of ``h`` levels, cut along a topological order into
     contiguous segments, keeps it acyclic too (every edge runs forward in that order). For
     ``h`` = 1, 2, 4, ... up to the depth of the group graph, and at most ``parallelism`` or
     ``cpus`` segments per band, each band (per class) is cut into segments of about equal
     weight (:func:`_cut_bands`); the cut whose groups a list schedule on ``cpus`` CPUs runs
-    soonest, each group costing ``task_weight`` more than its members, wins
-    (:func:`_makespan`); groups holding a ``BLOCK_FUSION`` or ``PACK_ALONE`` node, and
-    groups of one ``PASS_THROUGH`` node, stay alone."""
+    soonest, each group costing ``task_weight`` more than its members (and ``moves`` of every
+    value it reads from another group), wins (:func:`_makespan`); groups holding a
+    ``BLOCK_FUSION`` or ``PACK_ALONE`` node, and groups of one ``PASS_THROUGH`` node, stay
+    alone."""
     ng = w.ng
     m = w.m
     order = w.order
@@ -804,7 +806,7 @@ def _merge_levels(w, parallelism, group_weight, cpus, task_weight):
             rep = _cut_bands(
                 ng, gptr, gsucc, level, h, gw, gk, first, blocked, cap, group_weight, task_weight
             )
-            cost = _makespan(ng, gptr, gsucc, rep, gw, first, cpus, task_weight)
+            cost = _makespan(w, gptr, gsucc, rep, gw, first, cpus, task_weight, moves)
             if best is None or cost < best[0]:
                 best = (cost, rep)
             if h >= depth:
@@ -858,9 +860,11 @@ def _cut_bands(ng, gptr, gsucc, level, h, gw, gk, first, blocked, cap, group_wei
     return rep
 
 
-def _makespan(ng, gptr, gsucc, rep, gw, first, cpus, task_weight):
+def _makespan(w, gptr, gsucc, rep, gw, first, cpus, task_weight, moves):
     """When a list schedule on ``cpus`` CPUs finishes the groups merged as ``rep`` says, each
-    costing ``task_weight`` plus its members' weights (ready groups by earliest first member)."""
+    costing ``task_weight`` plus its members' weights, plus, with ``moves``, what moving each
+    value it reads from another group costs (ready groups by earliest first member)."""
+    ng = w.ng
     weight = [0] * ng
     deg = [0] * ng
     succ: list = [[] for _ in range(ng)]
@@ -872,6 +876,8 @@ def _makespan(ng, gptr, gsucc, rep, gw, first, cpus, task_weight):
             if x != r:
                 succ[r].append(x)
                 deg[x] += 1
+    if moves is not None:
+        _add_moves(w, rep, moves, weight)
     ready = [(first[r], r) for r in range(ng) if rep[r] == r and deg[r] == 0]
     heapq.heapify(ready)
     running: list = []
@@ -889,6 +895,34 @@ def _makespan(ng, gptr, gsucc, rep, gw, first, cpus, task_weight):
             if deg[x] == 0:
                 heapq.heappush(ready, (first[x], x))
     return now
+
+
+def _add_moves(w, rep, moves, weight):
+    """Add to every merged group's ``weight`` the ``moves`` of the values it reads from other
+    groups, each value once (members visited group by group)."""
+    gid = w.gid
+    order = w.order
+    start = [0] * (w.ng + 1)
+    for i in range(w.m):
+        start[rep[gid[order[i]]] + 1] += 1
+    for g in range(w.ng):
+        start[g + 1] += start[g]
+    fill = start[:-1]
+    members = [0] * w.m
+    for i in range(w.m):
+        v = order[i]
+        r = rep[gid[v]]
+        members[fill[r]] = v
+        fill[r] += 1
+    mark = [-1] * w.n
+    for r in range(w.ng):
+        for q in range(start[r], start[r + 1]):
+            v = members[q]
+            for p in range(w.indptr[v], w.indptr[v + 1]):
+                d = w.indices[p]
+                if rep[gid[d]] != r and mark[d] != r:
+                    mark[d] = r
+                    weight[r] += moves[d]
 
 
 def _pack_level(run, start, end, total, k, gw, rep):

@@ -1,6 +1,6 @@
 # Bands of levels (see the module docstring). Included by _core.pyx; the twins are
-# ``_group_levels``, ``_merge_levels``, ``_cut_bands``, ``_makespan``, ``_pack_level`` and
-# ``_renumber`` in _pure.py (``_Heap`` stands for Python's ``heapq``).
+# ``_group_levels``, ``_merge_levels``, ``_cut_bands``, ``_makespan``, ``_add_moves``,
+# ``_pack_level`` and ``_renumber`` in _pure.py (``_Heap`` stands for Python's ``heapq``).
 
 
 cdef _Buf _group_levels(i64 ng, i64 *gptr, i64 *gsucc):
@@ -95,16 +95,17 @@ cdef class _Heap:
 
 
 cdef void _merge_levels(_Work w, i64 parallelism, i64 group_weight, i64 cpus,
-                        i64 task_weight) except *:
+                        i64 task_weight, i64 *moves) except *:
     """Bands: groups of one top level never depend on each other, so any merge among them
     keeps the group graph acyclic; a band of ``h`` levels, cut along a topological order into
     contiguous segments, keeps it acyclic too (every edge runs forward in that order). For
     ``h`` = 1, 2, 4, ... up to the depth of the group graph, and at most ``parallelism`` or
     ``cpus`` segments per band, each band (per class) is cut into segments of about equal
     weight (:func:`_cut_bands`); the cut whose groups a list schedule on ``cpus`` CPUs runs
-    soonest, each group costing ``task_weight`` more than its members, wins
-    (:func:`_makespan`); groups holding a ``BLOCK_FUSION`` or ``PACK_ALONE`` node, and
-    groups of one ``PASS_THROUGH`` node, stay alone."""
+    soonest, each group costing ``task_weight`` more than its members (and ``moves`` of every
+    value it reads from another group), wins (:func:`_makespan`); groups holding a
+    ``BLOCK_FUSION`` or ``PACK_ALONE`` node, and groups of one ``PASS_THROUGH`` node, stay
+    alone."""
     cdef i64 ng = w.ng
     cdef Py_ssize_t m = w.m, i
     cdef i64 *order = w.order
@@ -149,7 +150,7 @@ cdef void _merge_levels(_Work w, i64 parallelism, i64 group_weight, i64 cpus,
         while True:
             rep = _cut_bands(ng, gptr_b.p, gsucc_b.p, level.p, h, gw, gk, first, blocked, cap,
                              group_weight, task_weight)
-            cost = _makespan(ng, gptr_b.p, gsucc_b.p, rep.p, gw, first, cpus, task_weight)
+            cost = _makespan(w, gptr_b.p, gsucc_b.p, rep.p, gw, first, cpus, task_weight, moves)
             if best is None or cost < best_cost:
                 best_cost = cost
                 best = rep
@@ -228,10 +229,12 @@ cdef _Buf _cut_bands(i64 ng, i64 *gptr, i64 *gsucc, i64 *level, i64 h, i64 *gw, 
     return rep
 
 
-cdef i64 _makespan(i64 ng, i64 *gptr, i64 *gsucc, i64 *rep, i64 *gw, i64 *first, i64 cpus,
-                   i64 task_weight) except -1:
+cdef i64 _makespan(_Work w, i64 *gptr, i64 *gsucc, i64 *rep, i64 *gw, i64 *first, i64 cpus,
+                   i64 task_weight, i64 *moves) except -1:
     """When a list schedule on ``cpus`` CPUs finishes the groups merged as ``rep`` says, each
-    costing ``task_weight`` plus its members' weights (ready groups by earliest first member)."""
+    costing ``task_weight`` plus its members' weights, plus, with ``moves``, what moving each
+    value it reads from another group costs (ready groups by earliest first member)."""
+    cdef i64 ng = w.ng
     cdef _Buf weight_b = _Buf(ng, 0)
     cdef _Buf deg_b = _Buf(ng, 0)
     cdef _Buf sptr_b = _Buf(ng + 1, 0)
@@ -250,6 +253,8 @@ cdef i64 _makespan(i64 ng, i64 *gptr, i64 *gsucc, i64 *rep, i64 *gw, i64 *first,
                 nq += 1
     for g in range(ng):
         sptr[g + 1] += sptr[g]
+    if moves != NULL:
+        _add_moves(w, rep, moves, weight)
     cdef _Buf fill_b = _Buf(ng, 0)
     cdef _Buf succ_b = _Buf(nq, 0)
     cdef i64 *fill = fill_b.p
@@ -283,6 +288,41 @@ cdef i64 _makespan(i64 ng, i64 *gptr, i64 *gsucc, i64 *rep, i64 *gw, i64 *first,
             if deg[x] == 0:
                 ready.push(first[x], x, x)
     return now
+
+
+cdef void _add_moves(_Work w, i64 *rep, i64 *moves, i64 *weight) except *:
+    """Add to every merged group's ``weight`` the ``moves`` of the values it reads from other
+    groups, each value once (members visited group by group)."""
+    cdef i64 *gid = w.gid
+    cdef i64 *order = w.order
+    cdef _Buf start_b = _Buf(w.ng + 1, 0)
+    cdef _Buf fill_b = _Buf(w.ng, 0)
+    cdef _Buf members_b = _Buf(w.m, 0)
+    cdef _Buf mark_b = _Buf(w.n, -1)
+    cdef i64 *start = start_b.p
+    cdef i64 *fill = fill_b.p
+    cdef i64 *members = members_b.p
+    cdef i64 *mark = mark_b.p
+    cdef Py_ssize_t i
+    cdef i64 g, r, v, q, p, d
+    for i in range(w.m):
+        start[rep[gid[order[i]]] + 1] += 1
+    for g in range(w.ng):
+        start[g + 1] += start[g]
+        fill[g] = start[g]
+    for i in range(w.m):
+        v = order[i]
+        r = rep[gid[v]]
+        members[fill[r]] = v
+        fill[r] += 1
+    for r in range(w.ng):
+        for q in range(start[r], start[r + 1]):
+            v = members[q]
+            for p in range(w.indptr[v], w.indptr[v + 1]):
+                d = w.indices[p]
+                if rep[gid[d]] != r and mark[d] != r:
+                    mark[d] = r
+                    weight[r] += moves[d]
 
 
 cdef void _pack_level(i64 *run, i64 start, i64 end, i64 total, i64 k, i64 *gw,

@@ -55,6 +55,9 @@ DEFAULTS: dict[str, Any] = {
         # what one Ray task costs (seconds): how many levels of a graph of any shape are
         # packed together is decided by a list schedule that charges it to every group
         "task-overhead": 0.001,
+        # bytes per second at which a value moves between groups (serialized into Ray's
+        # object store and read back): with a profile's sizes, what a value crossing costs
+        "transfer-rate": 1e9,
     },
     "exchange": {
         # run dask's tasks shuffles as one all-to-all (daskray.exchange); False: as dask built

@@ -318,13 +318,16 @@ class Sizing:
     """Per-node ``weights`` (None: the core's default, 1 + number of dependencies), the
     target weights of a group and of a bundle, and how many groups should be runnable at once
     (``groups-per-cpu`` x CPUs; 0 without fusion), and what one Ray task costs in weight
-    units (``task-overhead``: microseconds with a profile, else about 15 us a unit)."""
+    units (``task-overhead``: microseconds with a profile, else about 15 us a unit); with a
+    profile that has ``sizes``, per node what moving its value to another group costs (its
+    bytes over ``transfer-rate``, in microseconds)."""
 
     weights: list | None
     group: int
     bundle: int
     parallelism: int = 0
     task: int = 0
+    moves: list | None = None
 
 
 def sizing(graph: Graph, cpus: int, fuse: bool | None = None, heavy: tuple | None = None) -> Sizing:
@@ -335,7 +338,7 @@ def sizing(graph: Graph, cpus: int, fuse: bool | None = None, heavy: tuple | Non
     >>> from daskray.ingest import ingest
     >>> g = ingest({("x", i): i for i in range(100)}, [("x", i) for i in range(100)])
     >>> sizing(g, cpus=2)
-    Sizing(weights=None, group=13, bundle=3, parallelism=8, task=67)
+    Sizing(weights=None, group=13, bundle=3, parallelism=8, task=67, moves=None)
     """
     cfg = dask.config.get("daskray.fusion")
     if not (cfg["enabled"] if fuse is None else fuse):
@@ -345,8 +348,11 @@ def sizing(graph: Graph, cpus: int, fuse: bool | None = None, heavy: tuple | Non
     profile = load_profile(cfg["profile"])
     overhead = float(cfg["task-overhead"])
     task = round(overhead / (1e-6 if profile is not None else _COUNTED_UNIT_S))
+    moves = None
     if profile is not None:  # measured durations: weights in microseconds
         weights = profile_weights(graph.names, profile)
+        if profile.get("sizes"):
+            moves = profile_moves(graph.names, profile, float(cfg["transfer-rate"]))
         floor = max(1, round(float(cfg["min-duration"]) * 1e6))
         group = max(floor, -(-sum(weights) // (cpus * per_cpu)))
         bundle = max(1, group // per_cpu)
@@ -358,7 +364,7 @@ def sizing(graph: Graph, cpus: int, fuse: bool | None = None, heavy: tuple | Non
         weights, bundle = None, max(lo, group // per_cpu)
     if heavy is not None and heavy[0] and group > 1:
         weights = _exchange_weights(graph, weights, group, heavy)
-    return Sizing(weights, group, bundle, parallelism, task)
+    return Sizing(weights, group, bundle, parallelism, task, moves)
 
 
 def heavy_exchanges(graph: Graph, store: int | None) -> tuple[list, list, list]:
@@ -440,12 +446,19 @@ def load_profile(profile: Any) -> dict | None:
 
 def _checked_profile(data: Any, what: str) -> dict:
     prefixes = data.get("prefixes") if isinstance(data, dict) else None
-    if not isinstance(prefixes, dict) or not all(
-        isinstance(v, (int, float)) and v >= 0 for v in prefixes.values()
+    sizes = data.get("sizes", {}) if isinstance(data, dict) else None
+    if (
+        not isinstance(prefixes, dict)
+        or not isinstance(sizes, dict)
+        or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+            for v in (*prefixes.values(), *sizes.values())
+        )
     ):
         raise ValueError(
             f"{what} is not a daskray profile: expected {{'prefixes': {{prefix: seconds per "
-            "task >= 0, ...}, 'default': seconds}} as daskray.tune writes it"
+            "task >= 0, ...}, 'default': seconds, 'sizes': {prefix: bytes >= 0, ...}}} as "
+            "daskray.tune writes it ('sizes' may be left out)"
         )
     return data
 
@@ -459,6 +472,18 @@ def profile_weights(names: list, profile: dict) -> list[int]:
     table = profile["prefixes"]
     default = float(profile.get("default") or 0.0)
     return [max(1, round(table.get(key_split(k), default) * 1e6)) for k in names]
+
+
+def profile_moves(names: list, profile: dict, rate: float) -> list[int]:
+    """Per node, what moving its value between groups costs in microseconds: the mean bytes
+    of its prefix in ``profile["sizes"]`` over ``rate`` bytes per second (0 when unknown).
+
+    >>> profile_moves(["blk-1", ("x", 0)], {"sizes": {"blk": 8_000_000}}, 1e9)
+    [8000, 0]
+    """
+    table = profile["sizes"]
+    scale = 1e6 / rate
+    return [round(table.get(key_split(k), 0) * scale) for k in names]
 
 
 def make_plan(
@@ -486,6 +511,7 @@ def make_plan(
         parallelism=size.parallelism,
         cpus=cpus,
         task_weight=size.task,
+        move_weights=size.moves,
     )
     return _graph.plan(graph.names, graph.indptr, graph.indices, graph.targets, options)
 

@@ -65,6 +65,7 @@ class Compute:
         "finished",
         "sizes",
         "producers",
+        "made",
         "refs",
         "records",
         "store_before",
@@ -78,6 +79,7 @@ class Compute:
         self.planned = self.submitted = self.finished = started
         self.sizes: dict[int, int] = {}  # group -> dask tasks in it
         self.producers: dict[int, list[int]] = {}  # group -> producing group of each input
+        self.made: dict[int, list[str]] = {}  # group -> key prefix of each output
         self.refs: list = []  # (group, profile ref)
         self.records: dict[int, dict] = {}  # group -> its profile, once fetched
         # node -> its object store's spill/restore counters, read as the compute was planned
@@ -109,8 +111,10 @@ class Compute:
             for q in range(optr[g], optr[g + 1]):
                 made_by[outputs[q]] = g
         ray_tasks = {g for g, _ in self.refs}
+        names = plan.names
         for g in ray_tasks:
             self.sizes[g] = mptr[g + 1] - mptr[g]
+            self.made[g] = [key_split(names[i]) for i in outputs[optr[g] : optr[g + 1]]]
             self.producers[g] = [
                 p if (p := made_by.get(i, -1)) in ray_tasks else -1
                 for i in inputs[iptr[g] : iptr[g + 1]]
@@ -206,18 +210,26 @@ class performance_report:
     # -- figures -----------------------------------------------------------------------------
 
     def prefixes(self) -> dict[str, dict[str, float]]:
-        """Per key prefix: ``tasks``, ``seconds`` in all, ``mean`` seconds per task, and the
-        ``slowest_group`` (seconds its tasks took in one Ray task)."""
+        """Per key prefix: ``tasks``, ``seconds`` in all, ``mean`` seconds per task, the
+        ``slowest_group`` (seconds its tasks took in one Ray task), and, for prefixes whose
+        values left a Ray task (outputs), ``bytes``: their mean size (``dask.sizeof``)."""
         out: dict[str, dict[str, float]] = {}
+        sizes: dict[str, list] = {}
         for c in self.computes:
-            for r in c.records.values():
+            for g, r in c.records.items():
                 for prefix, (n, secs) in r["prefixes"].items():
                     p = out.setdefault(prefix, {"tasks": 0, "seconds": 0.0, "slowest_group": 0.0})
                     p["tasks"] += n
                     p["seconds"] += secs
                     p["slowest_group"] = max(p["slowest_group"], secs)
-        for p in out.values():
+                for prefix, nbytes in zip(c.made.get(g, ()), r["out_bytes"]):
+                    s = sizes.setdefault(prefix, [0, 0])
+                    s[0] += 1
+                    s[1] += nbytes
+        for prefix, p in out.items():
             p["mean"] = p["seconds"] / max(1, p["tasks"])
+            if prefix in sizes:
+                p["bytes"] = sizes[prefix][1] / sizes[prefix][0]
         return dict(sorted(out.items(), key=lambda kv: -kv[1]["seconds"]))
 
     def summary(self) -> list[dict[str, Any]]:

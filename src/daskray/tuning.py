@@ -8,10 +8,12 @@ idle.
 
 :func:`tune` runs a computation once under a :class:`daskray.performance_report` -- every Ray
 task then times each of its dask tasks -- and writes the mean seconds per task of every key
-prefix to a JSON profile::
+prefix to a JSON profile, with the mean size in bytes of the values of each prefix that left a
+Ray task::
 
     {"daskray-profile": 1, "default": 1.2e-05,
-     "prefixes": {"spin": 0.04, "inc": 1.1e-06, ...}}
+     "prefixes": {"spin": 0.04, "inc": 1.1e-06, ...},
+     "sizes": {"spin": 28, "inc": 28, ...}}
 
 With ``daskray.fusion.profile`` set (a path to such a file, or the same dict), the planner
 (:func:`daskray.planning.sizing`) weighs each task by its prefix's duration in microseconds
@@ -19,7 +21,9 @@ With ``daskray.fusion.profile`` set (a path to such a file, or the same dict), t
 fused group at an equal share of the estimated time -- the total over ``CPUs x groups-per-cpu``
 -- but never under ``fusion.min-duration`` seconds, below which a Ray task's own overhead
 (about a millisecond) dominates. Count limits (``min-group-size``/``max-group-size``) do not
-apply then.
+apply then. With ``sizes``, moving a value between groups is charged its bytes over
+``fusion.transfer-rate`` (in the same microseconds) when the planner picks how to pack the group
+graph's levels (see :mod:`daskray._graph`): heavy values stay inside groups.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ def tune(*collections: Any, filename: str | None = "daskray-profile.json", **kwa
         "daskray-profile": 1,
         "default": seconds / tasks if tasks else 0.0,
         "prefixes": {name: p["mean"] for name, p in measured.items()},
+        "sizes": {name: round(p["bytes"]) for name, p in measured.items() if "bytes" in p},
     }
     if filename:
         with open(filename, "w", encoding="utf-8") as f:
