@@ -800,11 +800,23 @@ def _merge_levels(w, parallelism, group_weight, cpus, task_weight, moves):
     level = _group_levels(ng, gptr, gsucc)
     depth = max(level, default=0) + 1
     best = None
-    for cap in sorted({parallelism, max(1, min(cpus, parallelism))}, reverse=True):
+    low = max(1, min(cpus, parallelism))
+    for cap in sorted({parallelism, low}, reverse=True):
         h = 1
         while True:
             rep = _cut_bands(
-                ng, gptr, gsucc, level, h, gw, gk, first, blocked, cap, group_weight, task_weight
+                ng,
+                gptr,
+                gsucc,
+                level,
+                h,
+                gw,
+                gk,
+                first,
+                blocked,
+                (low, cap),
+                group_weight,
+                task_weight,
             )
             cost = _makespan(w, gptr, gsucc, rep, gw, first, cpus, task_weight, moves)
             if best is None or cost < best[0]:
@@ -815,11 +827,15 @@ def _merge_levels(w, parallelism, group_weight, cpus, task_weight, moves):
     _renumber(w, best[1])
 
 
-def _cut_bands(ng, gptr, gsucc, level, h, gw, gk, first, blocked, cap, group_weight, task_weight):
+def _cut_bands(ng, gptr, gsucc, level, h, gw, gk, first, blocked, caps, group_weight, task_weight):
     """Every group's representative when the group graph is cut into bands of ``h`` top levels:
     a topological order, band by band (earliest first member first), each band's stretches of
     one class (and no ``blocked`` group) cut into contiguous segments (:func:`_pack_level`);
-    with ``h`` = 1 a level's groups are independent, so each class is one stretch."""
+    with ``h`` = 1 a level's groups are independent, so each class is one stretch. A stretch
+    gets ``caps[1]`` segments, fewer as long as each carries ``task_weight``, never fewer than
+    ``caps[0]`` (the CPUs: weights are estimates -- a count says nothing of a 30 ms chunk --
+    and a stretch that could keep every CPU busy is not packed onto fewer on their strength)."""
+    low, cap = caps
     deg = [0] * ng
     for q in range(gptr[ng]):
         deg[gsucc[q]] += 1
@@ -852,7 +868,7 @@ def _cut_bands(ng, gptr, gsucc, level, h, gw, gk, first, blocked, cap, group_wei
             if j > i:
                 total = sum(gw[g] for g in run[i:j])
                 k = -(-total // group_weight)
-                k = max(k, min(cap, -(-total // task_weight)) if task_weight > 0 else cap)
+                k = max(k, min(cap, max(low, -(-total // task_weight))) if task_weight > 0 else cap)
                 if j - i > k:
                     _pack_level(run, i, j, total, k, gw, rep)
             i = max(j, i + 1)

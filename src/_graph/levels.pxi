@@ -140,16 +140,17 @@ cdef void _merge_levels(_Work w, i64 parallelism, i64 group_weight, i64 cpus,
     for g in range(ng):
         if level.p[g] + 1 > depth:
             depth = level.p[g] + 1
+    cdef i64 low = max(1, min(cpus, parallelism))
     cdef list caps = [parallelism]
-    if max(1, min(cpus, parallelism)) != parallelism:
-        caps.append(max(1, min(cpus, parallelism)))
+    if low != parallelism:
+        caps.append(low)
     cdef _Buf rep
     cdef _Buf best = None
     for cap in caps:
         h = 1
         while True:
-            rep = _cut_bands(ng, gptr_b.p, gsucc_b.p, level.p, h, gw, gk, first, blocked, cap,
-                             group_weight, task_weight)
+            rep = _cut_bands(ng, gptr_b.p, gsucc_b.p, level.p, h, gw, gk, first, blocked, low,
+                             cap, group_weight, task_weight)
             cost = _makespan(w, gptr_b.p, gsucc_b.p, rep.p, gw, first, cpus, task_weight, moves)
             if best is None or cost < best_cost:
                 best_cost = cost
@@ -161,11 +162,15 @@ cdef void _merge_levels(_Work w, i64 parallelism, i64 group_weight, i64 cpus,
 
 
 cdef _Buf _cut_bands(i64 ng, i64 *gptr, i64 *gsucc, i64 *level, i64 h, i64 *gw, i64 *gk,
-                     i64 *first, i64 *blocked, i64 cap, i64 group_weight, i64 task_weight):
+                     i64 *first, i64 *blocked, i64 low, i64 cap, i64 group_weight,
+                     i64 task_weight):
     """Every group's representative when the group graph is cut into bands of ``h`` top levels:
     a topological order, band by band (earliest first member first), each band's stretches of
     one class (and no ``blocked`` group) cut into contiguous segments (:func:`_pack_level`);
-    with ``h`` = 1 a level's groups are independent, so each class is one stretch."""
+    with ``h`` = 1 a level's groups are independent, so each class is one stretch. A stretch
+    gets ``cap`` segments, fewer as long as each carries ``task_weight``, never fewer than
+    ``low`` (the CPUs: weights are estimates -- a count says nothing of a 30 ms chunk -- and a
+    stretch that could keep every CPU busy is not packed onto fewer on their strength)."""
     cdef _Buf deg_b = _Buf(ng, 0)
     cdef _Buf seq_b = _Buf(ng, 0)
     cdef _Buf run_b = _Buf(ng, 0)
@@ -219,7 +224,7 @@ cdef _Buf _cut_bands(i64 ng, i64 *gptr, i64 *gsucc, i64 *level, i64 h, i64 *gw, 
                     total += gw[run[x]]
                 k = (total + group_weight - 1) // group_weight
                 if task_weight > 0:
-                    k = max(k, min(cap, (total + task_weight - 1) // task_weight))
+                    k = max(k, min(cap, max(low, (total + task_weight - 1) // task_weight)))
                 else:
                     k = max(k, cap)
                 if j - i > k:
