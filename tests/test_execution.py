@@ -156,8 +156,8 @@ def test_intermediate_refs_dropped_during_submission(spy, monkeypatch):
     held = []
     real_release = _ray._release
 
-    def release(g, iptr, inputs, last_use, refs, data, batched, target_set):
-        real_release(g, iptr, inputs, last_use, refs, data, batched, target_set)
+    def release(g, iptr, inputs, readers, refs, data, batched, target_set):
+        real_release(g, iptr, inputs, readers, refs, data, batched, target_set)
         held.append(len(refs) + len(batched))
 
     monkeypatch.setattr(_ray, "_release", release)

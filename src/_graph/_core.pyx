@@ -68,8 +68,8 @@ whose value leaves it. A cycle of groups would then be a cycle of nodes. Four sh
   sources and their two readers form one cluster whose 2 MB blocks never leave it (chains
   hanging below a member join too). Clusters stop growing at ``group_weight``, and at
   ``cluster_fanout`` squared nodes (a few inputs shared by a few readers: past that the
-  cluster is a mesh, such as a lattice, and would grow into long sequential blobs); one that would
-  read a value computed from its own members (an outside dependency later in the order than
+  cluster is a mesh, such as a lattice, and would grow into long sequential blobs); one that
+  would read a value computed from its own members (an outside dependency later in the order than
   its first member) is not made; clusters without outside inputs are bundled per class, up to
   ``bundle_weight``::
 
@@ -131,13 +131,13 @@ another class, or one that must stay alone, ends a stretch.
 Which ``h`` (1, 2, 4, ... up to the depth of the group graph) and which cap? Each candidate's
 groups are list-scheduled (Graham) on ``cpus`` CPUs, each costing ``task_weight`` more than
 its members -- and, with ``move_weights`` (a value's estimated bytes, from a profile), what
-moving each value it reads from another group costs -- and the one finishing soonest is kept: Brent's bound (run time <= work / CPUs +
-the heaviest path) is what the schedule trades, fewer Ray tasks against a longer heaviest
-path. A 100 x 100 wavefront lattice of tiny tasks goes from 1,754 groups in 236 dependent
-levels (each level packed on its own) to 92 tiles in 44; a random layered DAG of 12,000 tiny
-tasks from 95 groups to 27. A group holding a ``PACK_ALONE`` node (a heavy value: an exchange's
-map or reducer), or ``BLOCK_FUSION``, or that is one ``PASS_THROUGH`` node (an alias, which
-costs nothing alone), is never packed.
+moving each value it reads from another group costs -- and the one finishing soonest is
+kept: Brent's bound (run time <= work / CPUs + the heaviest path) is what the schedule trades,
+fewer Ray tasks against a longer heaviest path. A 100 x 100 wavefront lattice of tiny tasks
+goes from 1,754 groups in 236 dependent levels (each level packed on its own) to 92 tiles in
+44; a random layered DAG of 12,000 tiny tasks from 95 groups to 28. A group holding a
+``PACK_ALONE`` node (a heavy value: an exchange's map or reducer), or ``BLOCK_FUSION``, or that
+is one ``PASS_THROUGH`` node (an alias, which costs nothing alone), is never packed.
 
 Numbering and the plan
 ----------------------

@@ -814,7 +814,8 @@ def _merge_levels(w, parallelism, group_weight, cpus, task_weight, moves):
                 gk,
                 first,
                 blocked,
-                (low, cap),
+                low,
+                cap,
                 group_weight,
                 task_weight,
             )
@@ -827,15 +828,16 @@ def _merge_levels(w, parallelism, group_weight, cpus, task_weight, moves):
     _renumber(w, best[1])
 
 
-def _cut_bands(ng, gptr, gsucc, level, h, gw, gk, first, blocked, caps, group_weight, task_weight):
+def _cut_bands(
+    ng, gptr, gsucc, level, h, gw, gk, first, blocked, low, cap, group_weight, task_weight
+):
     """Every group's representative when the group graph is cut into bands of ``h`` top levels:
     a topological order, band by band (earliest first member first), each band's stretches of
     one class (and no ``blocked`` group) cut into contiguous segments (:func:`_pack_level`);
     with ``h`` = 1 a level's groups are independent, so each class is one stretch. A stretch
-    gets ``caps[1]`` segments, fewer as long as each carries ``task_weight``, never fewer than
-    ``caps[0]`` (the CPUs: weights are estimates -- a count says nothing of a 30 ms chunk --
-    and a stretch that could keep every CPU busy is not packed onto fewer on their strength)."""
-    low, cap = caps
+    gets ``cap`` segments, fewer as long as each carries ``task_weight``, never fewer than
+    ``low`` (the CPUs: weights are estimates -- a count says nothing of a 30 ms chunk -- and a
+    stretch that could keep every CPU busy is not packed onto fewer on their strength)."""
     deg = [0] * ng
     for q in range(gptr[ng]):
         deg[gsucc[q]] += 1

@@ -574,7 +574,6 @@ def submit(
     for g in range(ng):
         for q in range(iptr[g], iptr[g + 1]):
             readers.setdefault(inputs[q], []).append(g)
-    last_use = {i: rs[-1] for i, rs in readers.items()}
     target_set = set(targets)
     refs: dict = {}
     data: dict = {}
@@ -582,7 +581,8 @@ def submit(
     frozen = [freeze(o) for o in classes.options]
     in_driver = [bool(o.get(DRIVER)) for o in classes.options]
     of = classes.of
-    plain = _plain_readers(plan, nodes, of, in_driver)
+    lone = _lone_aliases(plan, nodes)
+    plain = _plain_readers(plan, of, in_driver, lone)
     progress = observer if observer is not None and observer.listens else None
     profiles = observer.profiles if observer is not None else None
     put = ray.put
@@ -614,10 +614,9 @@ def submit(
                         progress.submitted(g)
                         progress.done(g)
                     continue
-                alias = type(node) is Alias and iptr[g + 1] - iptr[g] == 1
-                if alias and inputs[iptr[g]] not in driver.made:
+                if lone[g] and inputs[iptr[g]] not in driver.made:
                     refs[i] = ref_of(inputs[iptr[g]])
-                    _release(g, iptr, inputs, last_use, refs, data, batched, target_set)
+                    _release(g, iptr, inputs, readers, refs, data, batched, target_set)
                     if progress is not None:
                         progress.submitted(g)
                         progress.done(g)
@@ -632,7 +631,7 @@ def submit(
             cls = of[members[m0]] if of is not None else 0
             if in_driver[cls]:
                 driver.add(g, spec, ins, outs, refs, data)
-                _release(g, iptr, inputs, last_use, refs, data, batched, target_set)
+                _release(g, iptr, inputs, readers, refs, data, batched, target_set)
                 continue
             args, in_layout = _arguments(g, ins, ref_of, batched, driver)
             slots = _batches(outs, readers, plain, target_set)
@@ -659,7 +658,7 @@ def submit(
                     batch = (r, s)
                     for i in s:
                         batched[i] = batch
-            _release(g, iptr, inputs, last_use, refs, data, batched, target_set)
+            _release(g, iptr, inputs, readers, refs, data, batched, target_set)
     except BaseException:
         # an interrupt (or any failure) half-way: nothing submitted may run on
         _cancel(watch.take())
@@ -677,32 +676,36 @@ def submit(
     return _Handles(out, watch, driver if driver.groups else None, what)
 
 
-def _release(g, iptr, inputs, last_use, refs, data, batched, target_set):
+def _release(g, iptr, inputs, readers, refs, data, batched, target_set):
+    # group g was the last to read an input (not a target): drop what the driver holds of it
     for q in range(iptr[g], iptr[g + 1]):
         i = inputs[q]
-        if last_use[i] == g and i not in target_set:
+        if readers[i][-1] == g and i not in target_set:
             refs.pop(i, None)
             data.pop(i, None)
             batched.pop(i, None)
 
 
-def _plain_readers(plan, nodes: list, of: Any, in_driver: list) -> list:
-    """Per group: whether it must get its inputs one ref each (never batched): a group of a
-    driver class (run by :class:`_DriverGroups`), or a lone ``Alias`` of one input (handed on
-    as that input's ref)."""
+def _lone_aliases(plan, nodes: list) -> list:
+    """Per group: whether it is one ``Alias`` of one input, which :func:`submit` hands on as
+    that input's ref (no Ray task)."""
     mptr, members, iptr = plan.members_ptr, plan.members, plan.inputs_ptr
-    out = []
-    for g in range(plan.ngroups):
-        first = members[mptr[g]]
-        out.append(
-            in_driver[of[first] if of is not None else 0]
-            or (
-                mptr[g + 1] - mptr[g] == 1
-                and type(nodes[first]) is Alias
-                and iptr[g + 1] - iptr[g] == 1
-            )
-        )
-    return out
+    return [
+        mptr[g + 1] - mptr[g] == 1
+        and type(nodes[members[mptr[g]]]) is Alias
+        and iptr[g + 1] - iptr[g] == 1
+        for g in range(plan.ngroups)
+    ]
+
+
+def _plain_readers(plan, of: Any, in_driver: list, lone: list) -> list:
+    """Per group: whether it must get its inputs one ref each (never batched): a group of a
+    driver class (run by :class:`_DriverGroups`), or a ``lone`` alias."""
+    mptr, members = plan.members_ptr, plan.members
+    return [
+        lone[g] or in_driver[of[members[mptr[g]]] if of is not None else 0]
+        for g in range(plan.ngroups)
+    ]
 
 
 def _batches(outs: list, readers: dict, plain: list, target_set: set) -> list:

@@ -109,22 +109,28 @@ def run_group_profiled(spec: tuple, *values: Any) -> tuple:
         result = _execute(spec, values, prefixes, (log, keys))
         end = time.time()
     outs = (result,) if _returns(spec) == 1 else result
-    layouts = spec[3:] or (None, None)
+    in_layout, out_layout = _layouts(spec)
     profile = {
         "start": start,
         "end": end,
         "pid": os.getpid(),
         "prefixes": prefixes,
         # one entry per key, in the order of in_keys and out_keys, batches unpacked
-        "in_bytes": [sizeof(v) for v in _unbatched(values, layouts[0], len(spec[1]))],
-        "out_bytes": [sizeof(v) for v in _unbatched(outs, layouts[1], len(spec[2]))],
+        "in_bytes": [sizeof(v) for v in _unbatched(values, in_layout, len(spec[1]))],
+        "out_bytes": [sizeof(v) for v in _unbatched(outs, out_layout, len(spec[2]))],
     }
     return (*outs, profile, _status(log, keys))
 
 
+def _layouts(spec: tuple) -> tuple:
+    """A spec's ``(in_layout, out_layout)``: None for one key each (a 3-tuple spec has none)."""
+    return spec[3:] or (None, None)
+
+
 def _returns(spec: tuple) -> int:
     """How many values a group returns: one per output key, or per entry of its layout."""
-    return len(spec[2]) if len(spec) == 3 or spec[4] is None else len(spec[4])
+    out_layout = _layouts(spec)[1]
+    return len(spec[2]) if out_layout is None else len(out_layout)
 
 
 def _unbatched(values: Any, layout: list | None, n: int) -> list:
@@ -176,7 +182,7 @@ def _execute(spec: tuple, values: tuple, prefixes: dict | None, record: tuple | 
     """The loop of :func:`run_group`; with ``prefixes``, also time each task into it; with
     ``record`` (a ``catch_warnings`` log and a list), name the key of each warning logged."""
     tasks, in_keys, out_keys = spec[:3]
-    in_layout, out_layout = spec[3:] or (None, None)
+    in_layout, out_layout = _layouts(spec)
     if in_layout is not None:
         values = _unbatched(values, in_layout, len(in_keys))
     cache = dict(zip(in_keys, values))
