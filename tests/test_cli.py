@@ -90,3 +90,21 @@ def test_bench_plan_only_times_interning_and_planning(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["bench", "transpose", "--plan-only", "--output", str(out)])
     assert "--plan-only times raw graphs" in capsys.readouterr().err
+
+
+def test_peak_rss_sees_memory_that_comes_and_goes_between_samples():
+    """The driver's peak comes from the kernel's high-water mark, reset on entry: a compiled
+    loop holds the GIL for seconds, so a sampling thread alone misses what it allocates and
+    frees (here the sampler runs only on entry and exit)."""
+    import os
+
+    from daskray import bench
+
+    if not os.access("/proc/self/clear_refs", os.W_OK):
+        pytest.skip("no resettable high-water mark (Linux /proc/self/clear_refs)")
+    before = bench.rss()
+    with bench.PeakRss(interval=3600) as peak:
+        transient = b"\1" * 300_000_000
+        del transient
+    assert bench.rss() < before + 100_000_000
+    assert peak.peak >= before + 280_000_000

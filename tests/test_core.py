@@ -1729,3 +1729,51 @@ def test_parity_random_missing(args):
     assert i_core.value.key == i_pure.value.key
     assert i_core.value.dependents == i_pure.value.dependents
     _check_missing(i_core.value, names, deps, missing)
+
+
+# keys whose hashes collide in the low bits (ints 2**20 apart, -1 and -2 hash alike), that
+# compare equal across types (1, 1.0, True), and tuples, strings and bytes
+_awkward_keys = st.one_of(
+    st.integers(-3, 3),
+    st.integers(0, 50).map(lambda i: i << 20),
+    st.sampled_from([1.0, 0.5, True, False, -1, -2, "", b"", ()]),
+    st.text(max_size=3),
+    st.tuples(st.sampled_from(["x", "y"]), st.integers(0, 5)),
+)
+
+
+@needs_core
+@HYPOTHESIS
+@given(st.lists(_awkward_keys, max_size=60, unique=True), st.lists(_awkward_keys, max_size=20))
+def test_parity_key_index_is_a_dict_of_ids(names, probes):
+    """The compiled core's ``KeyIndex`` answers as the twin's dict does: ids, ``len``,
+    membership, ``get``, absent keys, equal keys of other types (1, 1.0, True), and keys
+    built anew (equal, not identical); it pickles."""
+    import pickle
+
+    names = list(dict.fromkeys(names))  # a graph's keys come from a dict: no two are equal
+    index, _, _ = _core.intern(names, [()] * len(names))
+    twin, _, _ = _pure.intern(names, [()] * len(names))
+    assert index == twin and twin == index and len(index) == len(twin)
+    assert dict(index) == twin and sorted(map(repr, index)) == sorted(map(repr, twin))
+    for k in names + probes + [tuple(list(k)) if isinstance(k, tuple) else k for k in names]:
+        assert (k in index) == (k in twin)
+        assert index.get(k, "absent") == twin.get(k, "absent")
+        if k in twin:
+            assert index[k] == twin[k]
+        else:
+            with pytest.raises(KeyError):
+                index[k]
+    assert pickle.loads(pickle.dumps(index)) == twin
+
+
+@needs_core
+def test_key_index_rejects_unhashable_lookups_and_numbers_many_keys():
+    index, indptr, indices = _core.intern([("k", i) for i in range(100_000)], [()] * 100_000)
+    with pytest.raises(TypeError):
+        index.get(["k", 1])
+    with pytest.raises(TypeError):
+        [1] in index  # noqa: B015
+    assert all(index[("k", i)] == i for i in range(0, 100_000, 997))
+    assert ("k", 100_000) not in index and len(index) == 100_000
+    assert repr(_core.intern(["a"], [()])[0]) == "KeyIndex({'a': 0})"

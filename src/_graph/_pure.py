@@ -58,13 +58,13 @@ def intern(names, deps, source=None):
     Returns
     -------
     (index, indptr, indices)
-        ``index`` maps key -> id; node ``i`` depends on ``indices[indptr[i]:indptr[i+1]]``
-        (sorted, without repeats).
+        ``index`` maps key -> id (a read-only mapping); node ``i`` depends on
+        ``indices[indptr[i]:indptr[i+1]]`` (sorted, without repeats).
 
     Examples
     --------
     >>> index, indptr, indices = intern(["x", "y"], [(), ("x",)])
-    >>> index, list(indptr), list(indices)
+    >>> dict(index), list(indptr), list(indices)
     ({'x': 0, 'y': 1}, [0, 0, 1], [0])
     """
     _check_list(names)
@@ -1046,8 +1046,6 @@ def _plan_csr(w, names, newid, tgt):
     order = w.order
     indptr = w.indptr
     indices = w.indices
-    dptr = w.dptr
-    dep_of = w.dep_of
     group_of = array("q", [-1]) * n
     members_ptr = array("q", [0]) * (ng + 1)
     for i in range(m):
@@ -1064,9 +1062,14 @@ def _plan_csr(w, names, newid, tgt):
         g = group_of[v]
         members[fill[g]] = v
         fill[g] += 1
-    is_target = [0] * n
+    is_output = [0] * n  # targets, and values read by another group
     for i in range(len(tgt)):
-        is_target[tgt[i]] = 1
+        is_output[tgt[i]] = 1
+    for i in range(m):
+        v = order[i]
+        for p in range(indptr[v], indptr[v + 1]):
+            if group_of[indices[p]] != group_of[v]:
+                is_output[indices[p]] = 1
     seen = [-1] * n
     inputs_ptr = array("q", [0])
     inputs = array("q")
@@ -1080,13 +1083,7 @@ def _plan_csr(w, names, newid, tgt):
                 if group_of[u] != g and seen[u] != g:
                     seen[u] = g
                     inputs.append(u)
-            out = is_target[v] != 0
-            if not out:
-                for q in range(dptr[v], dptr[v + 1]):
-                    if group_of[dep_of[q]] != g:
-                        out = True
-                        break
-            if out:
+            if is_output[v]:
                 outputs.append(v)
         inputs_ptr.append(len(inputs))
         outputs_ptr.append(len(outputs))

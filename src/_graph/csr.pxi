@@ -4,15 +4,14 @@
 
 cdef object _plan_csr(_Work w, list names, i64 *newid, array tgt):
     """The plan's CSR arrays: members of each group in order, its external inputs, and its
-    outputs (members that are targets or feed another group)."""
+    outputs (members that are targets or feed another group). ``seen[u]`` is the last group
+    + 1 that took ``u`` as an input (0: none)."""
     cdef Py_ssize_t n = w.n, m = w.m, i
     cdef i64 ng = w.ng
     cdef i64 *order = w.order
     cdef i64 *indptr = w.indptr
     cdef i64 *indices = w.indices
-    cdef i64 *dptr = w.dptr
-    cdef i64 *dep_of = w.dep_of
-    cdef i64 g, v, u, p, q
+    cdef i64 g, v, u, p
     cdef array group_of = _new(n, False)
     cdef i64 *gof = group_of.data.as_longlongs
     for i in range(n):
@@ -37,37 +36,35 @@ cdef object _plan_csr(_Work w, list names, i64 *newid, array tgt):
         g = gof[v]
         mem[fill[g]] = v
         fill[g] += 1
-    cdef _Buf is_target_b = _Buf(n, 0)
-    cdef i64 *is_target = is_target_b.p
+    cdef _Buf is_output_b = _Buf(n, 0)  # targets, and values read by another group
+    cdef i64 *is_output = is_output_b.p
     for i in range(len(tgt)):
-        is_target[tgt.data.as_longlongs[i]] = 1
-    cdef _Buf seen_b = _Buf(n, -1)
+        is_output[tgt.data.as_longlongs[i]] = 1
+    for i in range(m):
+        v = order[i]
+        for p in range(indptr[v], indptr[v + 1]):
+            if gof[indices[p]] != gof[v]:
+                is_output[indices[p]] = 1
+    cdef _Buf seen_b = _Buf(n, 0)
     cdef i64 *seen = seen_b.p
     cdef array inputs_ptr = _new(ng + 1)
     cdef array outputs_ptr = _new(ng + 1)
     cdef array inputs = _new(m, False)
     cdef array outputs = _new(m, False)  # every output is a member: m is enough
     cdef i64 ni = 0, no = 0, icap = m
-    cdef bint out
     for g in range(ng):
         for i in range(mptr[g], mptr[g + 1]):
             v = mem[i]
             for p in range(indptr[v], indptr[v + 1]):
                 u = indices[p]
-                if gof[u] != g and seen[u] != g:
-                    seen[u] = g
+                if gof[u] != g and seen[u] != g + 1:
+                    seen[u] = g + 1
                     if ni == icap:
                         icap = icap * 2 + 16
                         resize(inputs, icap)
                     inputs.data.as_longlongs[ni] = u
                     ni += 1
-            out = is_target[v] != 0
-            if not out:
-                for q in range(dptr[v], dptr[v + 1]):
-                    if gof[dep_of[q]] != g:
-                        out = True
-                        break
-            if out:
+            if is_output[v]:
                 outputs.data.as_longlongs[no] = v
                 no += 1
         inputs_ptr.data.as_longlongs[g + 1] = ni

@@ -84,13 +84,9 @@ def transpose(indptr, indices, rows=None):
 
 
 cdef void _dependents(_Work w) except *:
-    """Dependents among the needed nodes (CSR ``dptr``/``dep_of``, in order) and their counts."""
-    cdef Py_ssize_t i
-    cdef i64 *dptr = w.buf(w.n + 1, 0)
-    cdef _Buf dep_of = _transpose(w.indptr, w.indices, w.order, w.m, NULL, dptr, w.n)
-    w.keep.append(dep_of)
-    w.dptr = dptr
-    w.dep_of = dep_of.p
-    w.dcount = w.buf(w.n, 0)
-    for i in range(w.n):
-        w.dcount[i] = dptr[i + 1] - dptr[i]
+    """Dependents among the needed nodes (CSR ``dptr``/``dep_of``, in order); node ``u`` has
+    ``dptr[u + 1] - dptr[u]`` of them."""
+    w.dptr_b = _Buf(w.n + 1, 0)
+    w.dptr = w.dptr_b.p
+    w.dep_of_b = _transpose(w.indptr, w.indices, w.order, w.m, NULL, w.dptr, w.n)
+    w.dep_of = w.dep_of_b.p

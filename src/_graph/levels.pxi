@@ -124,7 +124,7 @@ cdef void _merge_levels(_Work w, i64 parallelism, i64 group_weight, i64 cpus,
     for i in range(m):
         v = order[i]
         g = gid[v]
-        gw[g] += w.weights[v]
+        gw[g] += _weight(w, v)
         size[g] += 1
         if first[g] == m:
             first[g] = i

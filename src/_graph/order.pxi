@@ -3,7 +3,7 @@
 
 cdef void _order(_Work w, list names, array tgt) except *:
     """Order: a depth-first post-order from the targets (iterative), culling what they do not
-    need and raising :class:`CycleError` on a cycle; sets ``order``, ``m`` and ``rank``."""
+    need and raising :class:`CycleError` on a cycle; sets ``order`` and ``m``."""
     cdef Py_ssize_t n = w.n
     cdef i64 *indptr = w.indptr
     cdef i64 *indices = w.indices
@@ -47,11 +47,6 @@ cdef void _order(_Work w, list names, array tgt) except *:
                 order[m] = u
                 m += 1
     resize(order_a, m)
-    order = w.hold(order_a)
-    cdef i64 *rank = w.buf(n, -1)
-    for i in range(m):
-        rank[order[i]] = i
+    w.order = w.hold(order_a)
     w.order_a = order_a
-    w.order = order
     w.m = m
-    w.rank = rank

@@ -17,7 +17,6 @@ cdef void _split_groups(_Work w, i64 split_fanout, i64 group_weight) noexcept:
     cdef i64 *dptr = w.dptr
     cdef i64 *dep_of = w.dep_of
     cdef i64 *gid = w.gid
-    cdef i64 *wt = w.weights
     cdef Py_ssize_t i
     cdef i64 s, d, q, cnt, weight
     for i in range(w.m):
@@ -32,12 +31,12 @@ cdef void _split_groups(_Work w, i64 split_fanout, i64 group_weight) noexcept:
             continue
         gid[s] = w.ng
         w.head_of_split[s] = 1
-        weight = wt[s]
+        weight = _weight(w, s)
         for q in range(dptr[s], dptr[s + 1]):
             if weight >= group_weight:
                 break
             d = dep_of[q]
             if _solo(w, d, s):
                 gid[d] = w.ng
-                weight += wt[d]
+                weight += _weight(w, d)
         w.ng += 1

@@ -8,22 +8,26 @@ cdef class _Pieces:
     root its ``tail``, pending weight ``pend_w`` and whether it receives a value from outside
     itself (``ext``)."""
     cdef _Work w
-    cdef i64 *nxt
-    cdef i64 *tail
+    cdef i32 *nxt
+    cdef i32 *tail
     cdef i64 *pend_w
-    cdef i64 *ext
+    cdef i32 *ext
+    cdef i32 *parent  # every node's parent (:func:`_parents`), or -1
+    cdef tuple keep  # the buffers, freed with the pieces when the tree walk ends
 
-    def __cinit__(self, _Work w):
+    def __cinit__(self, _Work w, _Ids parent):
         self.w = w
-        self.nxt = w.buf(w.n, -1)
-        self.tail = w.buf(w.n, -1)
-        self.pend_w = w.buf(w.n, 0)
-        self.ext = w.buf(w.n, 0)
+        self.keep = (_Ids(w.n, -1), _Ids(w.n, -1), _Buf(w.n, 0), _Ids(w.n, 0), parent)
+        self.nxt = (<_Ids> self.keep[0]).p
+        self.tail = (<_Ids> self.keep[1]).p
+        self.pend_w = (<_Buf> self.keep[2]).p
+        self.ext = (<_Ids> self.keep[3]).p
+        self.parent = parent.p
 
     cdef void close(self, i64 h) noexcept:
         """Make the piece starting at ``h`` a group."""
         cdef i64 *gid = self.w.gid
-        cdef i64 *nxt = self.nxt
+        cdef i32 *nxt = self.nxt
         while h != -1:
             gid[h] = self.w.ng
             h = nxt[h]
@@ -56,7 +60,7 @@ cdef inline void _bin_close(_Bin *b, _Pieces pieces) noexcept:
     b.ext = False
 
 
-cdef void _parents(_Work w) except *:
+cdef _Ids _parents(_Work w):
     """A node with exactly one dependent hangs below it (its ``parent``), when both may fuse."""
     cdef i64 *order = w.order
     cdef i64 *dptr = w.dptr
@@ -64,17 +68,18 @@ cdef void _parents(_Work w) except *:
     cdef i64 *gid = w.gid
     cdef i64 *kl = w.classes
     cdef i64 *fl = w.flags
-    cdef i64 *parent = w.buf(w.n, -1)
+    cdef _Ids parent_b = _Ids(w.n, -1)
+    cdef i32 *parent = parent_b.p
     cdef Py_ssize_t i
     cdef i64 u, d
     for i in range(w.m):
         u = order[i]
-        if w.dcount[u] != 1 or gid[u] != -1 or fl[u] & BLOCK:
+        if dptr[u + 1] - dptr[u] != 1 or gid[u] != -1 or fl[u] & BLOCK:
             continue
         d = dep_of[dptr[u]]
         if (gid[d] == -1 or w.head_of_split[d]) and kl[d] == kl[u] and not fl[d] & BLOCK:
             parent[u] = d
-    w.parent = parent
+    return parent_b
 
 
 cdef void _trees(_Work w, bint fuse, i64 group_weight, i64 bundle_weight) except *:
@@ -84,13 +89,11 @@ cdef void _trees(_Work w, bint fuse, i64 group_weight, i64 bundle_weight) except
     cdef i64 *order = w.order
     cdef i64 *gid = w.gid
     cdef i64 *head_of_split = w.head_of_split
-    if fuse:
-        _parents(w)
-    else:
-        w.parent = w.buf(w.n, -1)
-    cdef i64 *parent = w.parent
-    cdef _Pieces pieces = _Pieces(w)
-    cdef i64 *nxt = pieces.nxt
+    cdef _Pieces pieces = _Pieces(w, _parents(w) if fuse else _Ids(w.n, -1))
+    w.drop_dependents(True)  # every node knows its parent: the walk needs only the counts
+    cdef i32 *parent = pieces.parent
+    cdef i64 *dptr = w.dptr
+    cdef i32 *nxt = pieces.nxt
     cdef dict bin_head = {}
     cdef dict bin_tail = {}
     cdef dict bin_w = {}
@@ -111,12 +114,12 @@ cdef void _trees(_Work w, bint fuse, i64 group_weight, i64 bundle_weight) except
                 h = nxt[h]
         elif (fuse
                 and pieces.pend_w[u] < bundle_weight
-                and (w.dcount[u] == 0 or not pieces.ext[u])
+                and (dptr[u + 1] == dptr[u] or not pieces.ext[u])
                 and not w.flags[u] & BLOCK
                 and not (w.flags[u] & PASS and pieces.tail[u] == u)):
             # bundle: small sink pieces (nothing depends on them) or small source pieces
             # (nothing flows into them), per class; a lone pass-through node stays alone
-            k = (w.classes[u], w.dcount[u] != 0)
+            k = (w.classes[u], dptr[u + 1] != dptr[u])
             if k in bin_head and <i64> bin_w[k] + pieces.pend_w[u] > bundle_weight:  # overfill
                 pieces.close(bin_head.pop(k))
             if k in bin_head:
@@ -139,12 +142,12 @@ cdef void _grow(_Work w, _Pieces pieces, i64 u, i64 group_weight) noexcept:
     fit ``group_weight``, else packed into groups (:func:`_pack`)."""
     cdef i64 *indptr = w.indptr
     cdef i64 *indices = w.indices
-    cdef i64 *parent = w.parent
-    cdef i64 *nxt = pieces.nxt
-    cdef i64 *tail = pieces.tail
+    cdef i32 *parent = pieces.parent
+    cdef i32 *nxt = pieces.nxt
+    cdef i32 *tail = pieces.tail
     cdef i64 *pend_w = pieces.pend_w
-    cdef i64 *ext = pieces.ext
-    cdef i64 total = w.weights[u]
+    cdef i32 *ext = pieces.ext
+    cdef i64 total = _weight(w, u)
     cdef i64 p, c
     cdef bint x = False
     for p in range(indptr[u], indptr[u + 1]):
@@ -174,7 +177,7 @@ cdef void _pack(_Work w, _Pieces pieces, i64 u, i64 group_weight, bint x) noexce
     too, and a smaller one stays pending on ``u``."""
     cdef i64 *indptr = w.indptr
     cdef i64 *indices = w.indices
-    cdef i64 *parent = w.parent
+    cdef i32 *parent = pieces.parent
     cdef i64 *pend_w = pieces.pend_w
     cdef _Bin b = _Bin(head=-1, tail=-1, weight=0, ext=False)
     cdef i64 p, c
@@ -201,5 +204,5 @@ cdef void _pack(_Work w, _Pieces pieces, i64 u, i64 group_weight, bint x) noexce
     if b.head != -1:
         pieces.nxt[u] = b.head
         pieces.tail[u] = b.tail
-    pend_w[u] = w.weights[u] + b.weight
+    pend_w[u] = _weight(w, u) + b.weight
     pieces.ext[u] = x or b.ext

@@ -328,7 +328,7 @@ def rewrite(
     names: list,
     nodes: list,
     wanted: list,
-    funcs: list,
+    funcs: set | list,
     annotated: frozenset = frozenset(),
     store: Any = None,
 ) -> tuple | None:

@@ -20,7 +20,7 @@ cycle -- raises here or in the core, before anything is submitted.
 from __future__ import annotations
 
 from itertools import repeat
-from operator import attrgetter
+from operator import attrgetter, is_
 from typing import Any
 
 from . import _graph, exchange
@@ -88,6 +88,19 @@ def _flatten_request(keys: Any, out: list) -> None:
 
 _dependencies = attrgetter("dependencies")
 _key = attrgetter("key")
+_func = attrgetter("func")
+
+
+def _functions(nodes: list, types: set) -> set | list:
+    """The distinct functions of the graph's tasks: a set, built without a list of one entry
+    per task (10^7 of them take 80 MB), or a list when one is unhashable."""
+    if Task not in types:
+        return []
+    tasks = nodes if types == {Task} else [n for n in nodes if type(n) is Task]
+    try:
+        return set(map(_func, tasks))
+    except TypeError:
+        return list(map(_func, tasks))
 
 
 def _flags(nodes: list, types: set) -> list | None:
@@ -157,7 +170,7 @@ def _nodes(
         nodes = list(converted.values())
         source = converted
         types = set(map(type, nodes))
-    funcs = [n.func for n in nodes if type(n) is Task] if Task in types else []
+    funcs = _functions(nodes, types)
     if not all(map(callable, funcs)):
         for k, node in zip(names, nodes):
             if type(node) is Task and not callable(node.func):
@@ -165,7 +178,7 @@ def _nodes(
                     f"Task {k!r} has a non-callable function {node.func!r}; a task is "
                     "(callable, *args) or dask._task_spec.Task(key, callable, ...)"
                 )
-    if list(map(_key, nodes)) != names:
+    if not all(map(is_, map(_key, nodes), names)) and list(map(_key, nodes)) != names:
         for i, (k, node) in enumerate(zip(names, nodes)):
             if node.key != k:
                 # stored under another key than its own (a top-level List with key None, an
